@@ -1,0 +1,107 @@
+"""IQA correlation metrics: SROCC, KROCC, PLCC (after the standard logistic mapping) and RMSE.
+
+Each accepts 1-D tensors, arrays or sequences of equal length >= 3 and returns a
+Python float. Ties are handled as scipy does (average ranks; Kendall tau-b).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+from scipy import optimize, stats
+
+__all__ = ["srocc", "krocc", "plcc", "rmse", "logistic_fit", "logistic4", "logistic5"]
+
+Mapping = Literal["logistic5", "logistic4", "none"]
+
+
+def _pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, value in (("pred", pred), ("target", target)):
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim != 1:
+            arr = arr.squeeze()
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one score per image), got shape {np.shape(value)}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} has non-finite values; drop or fix those images first.")
+        arrays.append(arr)
+    pred_a, target_a = arrays
+    if pred_a.shape != target_a.shape:
+        raise ValueError(f"pred and target must have the same length, got {pred_a.shape[0]} and {target_a.shape[0]}.")
+    if pred_a.shape[0] < 3:
+        raise ValueError(f"correlations need at least 3 pairs, got {pred_a.shape[0]}.")
+    for name, arr in (("pred", pred_a), ("target", target_a)):
+        if np.ptp(arr) == 0:
+            raise ValueError(f"{name} is constant ({arr[0]}); a correlation is undefined.")
+    return pred_a, target_a
+
+
+def srocc(pred: Any, target: Any) -> float:
+    """Spearman rank-order correlation coefficient."""
+    p, t = _pair(pred, target)
+    return float(stats.spearmanr(p, t).statistic)
+
+
+def krocc(pred: Any, target: Any) -> float:
+    """Kendall rank-order correlation coefficient (tau-b, which accounts for ties)."""
+    p, t = _pair(pred, target)
+    return float(stats.kendalltau(p, t).statistic)
+
+
+def logistic5(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
+    """VQEG 5-parameter mapping: b1 (1/2 - 1/(1 + exp(b2 (x - b3)))) + b4 x + b5."""
+    return b1 * (0.5 - 1.0 / (1.0 + np.exp(np.clip(b2 * (x - b3), -60, 60)))) + b4 * x + b5
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """4-parameter mapping: (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2."""
+    return (b1 - b2) / (1.0 + np.exp(np.clip(-(x - b3) / (abs(b4) + 1e-12), -60, 60))) + b2
+
+
+def logistic_fit(pred: Any, target: Any, mapping: Mapping = "logistic5") -> np.ndarray:
+    """Map predictions onto the target scale with a monotonic logistic fit.
+
+    Falls back to the best linear fit if the optimiser does not converge."""
+    p, t = _pair(pred, target)
+    if mapping == "none":
+        return p
+    if mapping not in ("logistic5", "logistic4"):
+        raise ValueError(f"mapping must be 'logistic5', 'logistic4' or 'none', got {mapping!r}.")
+    scale = np.std(p) or 1.0
+    sign = 1.0 if stats.pearsonr(p, t).statistic >= 0 else -1.0
+    if mapping == "logistic5":
+        func, init = logistic5, [sign * np.ptp(t), 1.0 / scale, np.mean(p), 0.0, np.mean(t)]
+    else:
+        func, init = logistic4, [t.max(), t.min(), np.mean(p), sign * scale]
+        if sign < 0:
+            init[0], init[1] = t.min(), t.max()
+            init[3] = scale
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params, _ = optimize.curve_fit(func, p, t, p0=init, maxfev=20000)
+        fitted = func(p, *params)
+        if np.isfinite(fitted).all() and np.ptp(fitted) > 0:
+            return fitted
+    except (RuntimeError, optimize.OptimizeWarning, ValueError):
+        pass
+    slope, intercept = np.polyfit(p, t, 1)
+    return slope * p + intercept
+
+
+def plcc(pred: Any, target: Any, mapping: Mapping = "logistic5") -> float:
+    """Pearson linear correlation after a monotonic logistic mapping (``mapping='none'``: raw)."""
+    p, t = _pair(pred, target)
+    return float(stats.pearsonr(logistic_fit(p, t, mapping), t).statistic)
+
+
+def rmse(pred: Any, target: Any, mapping: Mapping = "none") -> float:
+    """Root-mean-square error, raw by default or after a logistic mapping."""
+    p, t = _pair(pred, target)
+    mapped = logistic_fit(p, t, mapping) if mapping != "none" else p
+    return float(np.sqrt(np.mean((mapped - t) ** 2)))

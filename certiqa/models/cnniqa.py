@@ -1,0 +1,148 @@
+"""CNNIQA (Kang et al., CVPR 2014): a vectorised, differentiable port.
+
+Conventions follow the original implementation published with the LIVE weights:
+non-overlapping 32x32 patches at rows ``range(0, H - 32, 32)`` and columns
+``range(0, W - 32, 32)``; each patch normalised as ``(p - mean3x3) / (std3x3 + 1)``
+with edge-replicating padding; conv 7x7 (50) -> global max and min pooling ->
+fc 100-800 -> ReLU -> fc 800-800 -> ReLU -> fc 800-1; the image score is the mean
+of its patch scores.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file"]
+
+PATCH = 32
+PATCH_CHUNK = 128
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') before rounding
+
+
+def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) float ITU-R 601-2 luma (not rounded)."""
+    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def load_state_dict_file(path: str | os.PathLike, expected: dict[str, torch.Size], what: str) -> dict[str, torch.Tensor]:
+    """Load a plain state dict with ``weights_only=True`` onto the CPU and check its keys and shapes."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} weights file not found: {path!r}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ValueError(
+            f"{path!r} is not a loadable PyTorch state dict for {what} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Expected a file written by torch.save(model.state_dict())."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path!r} does not hold a state dict of tensors for {what}; got {type(state).__name__}. "
+            "Expected a file written by torch.save(model.state_dict())."
+        )
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path!r} is not a {what} state dict: missing keys {missing}, unexpected keys {unexpected}."
+        )
+    wrong = {k: (tuple(state[k].shape), tuple(s)) for k, s in expected.items() if state[k].shape != s}
+    if wrong:
+        raise ValueError(f"{path!r} has tensors of the wrong shape for {what} (got, expected): {wrong}.")
+    return state
+
+
+class CNNIQA(nn.Module):
+    """CNNIQA taking (B, 1, H, W) or (B, 3, H, W) images in [0, 1] to scores (B,).
+
+    Three-channel input is converted to float (unrounded) luma, which keeps the
+    model differentiable; the original code rounds luma to 8 bits, and feeding that
+    8-bit grayscale as one channel reproduces it exactly. Images need H, W >= 33.
+
+    Args:
+        kernels: number of 7x7 convolution kernels (50 in the paper).
+        hidden: width of the two hidden fully connected layers (800).
+        lower_better: whether a lower score means better quality (True for
+            LIVE DMOS, the scale of the published weights).
+        score_range: nominal (min, max) of the score scale.
+    """
+
+    min_size = PATCH + 1
+
+    def __init__(
+        self,
+        kernels: int = 50,
+        hidden: int = 800,
+        *,
+        lower_better: bool = True,
+        score_range: tuple[float, float] = (0.0, 100.0),
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, kernels, 7)
+        self.fc1 = nn.Linear(2 * kernels, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, 1)
+        self.dropout = nn.Dropout()
+        self.lower_better = lower_better
+        self.score_range = score_range
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> "CNNIQA":
+        """Load published CNNIQA weights (a plain state dict, possibly saved on CUDA)."""
+        model = cls(**kwargs)
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        model.load_state_dict(load_state_dict_file(path, expected, "CNNIQA"))
+        return model.eval()
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> normalised patches (B, P, 1, 32, 32), P patches per image."""
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(
+                f"CNNIQA expects images of shape (B, 1, H, W) or (B, 3, H, W), got {tuple(x.shape)}."
+            )
+        batch, _, height, width = x.shape
+        if height < self.min_size or width < self.min_size:
+            raise ValueError(
+                f"CNNIQA needs images of at least {self.min_size}x{self.min_size} pixels, got {height}x{width}."
+            )
+        gray = rgb_to_luma(x) if x.shape[1] == 3 else x
+        rows, cols = len(range(0, height - PATCH, PATCH)), len(range(0, width - PATCH, PATCH))
+        gray = gray[:, 0, : rows * PATCH, : cols * PATCH]
+        p = gray.reshape(batch, rows, PATCH, cols, PATCH).permute(0, 1, 3, 2, 4)
+        p = p.reshape(batch * rows * cols, 1, PATCH, PATCH)
+        padded = F.pad(p, (1, 1, 1, 1), mode="replicate")
+        mean = F.avg_pool2d(padded, 3, stride=1)
+        mean_sq = F.avg_pool2d(padded * padded, 3, stride=1)
+        # clamp_min keeps the gradient of sqrt finite on flat regions (std 1e-5 instead of 0)
+        std = (mean_sq - mean * mean).clamp_min(1e-10).sqrt()
+        return ((p - mean) / (std + 1.0)).reshape(batch, rows * cols, 1, PATCH, PATCH)
+
+    def patch_scores(self, patches: torch.Tensor) -> torch.Tensor:
+        """Normalised patches (..., 1, 32, 32) -> patch scores (...).
+
+        The convolution runs over chunks of ``PATCH_CHUNK`` patches so that its
+        (chunk, 50, 26, 26) output stays cache-sized whatever the batch."""
+        lead = patches.shape[:-3]
+        flat = patches.reshape(-1, 1, PATCH, PATCH)
+        pooled = []
+        for start in range(0, flat.shape[0], PATCH_CHUNK):
+            h = self.conv1(flat[start : start + PATCH_CHUNK]).flatten(2)
+            pooled.append(torch.cat((h.amax(dim=2), h.amin(dim=2)), dim=1))
+        h = self.dropout(F.relu(self.fc1(torch.cat(pooled))))
+        h = F.relu(self.fc2(h))
+        return self.fc3(h).reshape(lead)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> scores (B,), the mean of the patch scores."""
+        return self.patch_scores(self.patches(x)).mean(dim=1)
