@@ -11,7 +11,7 @@ import torch
 from . import __version__
 from .io import find_images
 from .models import CNNIQA
-from .runner import certify_paths, format_table, write_results
+from .runner import certify_paths, check_output_path, format_table, write_results
 from .smoothing import SmoothedIQA
 
 __all__ = ["main", "build_parser"]
@@ -35,9 +35,13 @@ def _load_model(args: argparse.Namespace) -> CNNIQA:
 
 
 def _certify(args: argparse.Namespace) -> int:
+    if not args.eps >= 0:
+        raise SystemExit(f"certiqa: error: --eps must be >= 0, got {args.eps}.")
     device = _device(args.device)
     model = _load_model(args).to(device)
     try:
+        if args.out:
+            check_output_path(args.out)
         smoothed = SmoothedIQA(
             model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed
         )
@@ -46,8 +50,6 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: {err}") from None
     if not paths:
         raise SystemExit("certiqa: error: no image files found in " + ", ".join(args.paths))
-    if args.eps < 0:
-        raise SystemExit(f"certiqa: error: --eps must be >= 0, got {args.eps}.")
     run = certify_paths(smoothed, paths, args.eps, min_size=model.min_size, progress=not args.quiet)
     for message in run.errors:
         print(f"certiqa: error: {message}", file=sys.stderr)

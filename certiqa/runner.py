@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .io import ImageLoadError, read_image
 from .smoothing import SmoothedIQA
 
-__all__ = ["CertifyRun", "certify_paths", "write_results", "format_table", "RESULT_COLUMNS"]
+__all__ = ["CertifyRun", "certify_paths", "check_output_path", "write_results", "format_table", "RESULT_COLUMNS"]
 
 RESULT_COLUMNS = ("path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds")
 
@@ -64,14 +64,19 @@ def certify_paths(
     return run
 
 
+def check_output_path(out: str | os.PathLike) -> Path:
+    """Refuse an output path whose suffix is not .csv or .json (before any work is done)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out must end in .csv or .json, got {str(out)!r}.")
+    return out
+
+
 def write_results(rows: list[dict[str, Any]], out: str | os.PathLike) -> None:
     """Write rows as CSV (``.csv``) or JSON (``.json``); other suffixes are refused."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ValueError(f"--out must end in .csv or .json, got {str(out)!r}.")
+    out = check_output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".json":
+    if out.suffix.lower() == ".json":
         out.write_text(json.dumps(rows, indent=2) + "\n")
         return
     columns = list(RESULT_COLUMNS) + sorted({k for row in rows for k in row} - set(RESULT_COLUMNS))

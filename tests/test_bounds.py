@@ -1,0 +1,148 @@
+"""certiqa.bounds against independently computed binomial tails and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from certiqa import bounds
+
+mpmath.mp.dps = 40
+
+
+def _phi(z: float) -> mpmath.mpf:
+    return mpmath.ncdf(z)
+
+
+def _exact_ranks(n: int, sigma: float, eps: float, alpha: float) -> tuple[int | None, int | None, float]:
+    """Brute force with 40-digit binomial sums; also returns the closest tail-to-threshold gap."""
+    p_lo, p_hi = _phi(-eps / sigma), _phi(eps / sigma)
+    conf = 1 - mpmath.mpf(alpha) / 2
+
+    def pmf(i: int, p: mpmath.mpf) -> mpmath.mpf:
+        return mpmath.binomial(n, i) * p**i * (1 - p) ** (n - i)
+
+    lower_pmf = [pmf(i, p_lo) for i in range(n + 1)]
+    upper_pmf = [pmf(i, p_hi) for i in range(n + 1)]
+    k_lower = k_upper = None
+    gap = math.inf
+    for k in range(1, n + 1):
+        at_least_k = mpmath.fsum(lower_pmf[k:])  # P[B >= k]
+        gap = min(gap, abs(float(at_least_k - conf)))
+        if at_least_k >= conf:
+            k_lower = k
+    for k in range(n, 0, -1):
+        at_most = mpmath.fsum(upper_pmf[:k])  # P[B <= k - 1]
+        gap = min(gap, abs(float(at_most - conf)))
+        if at_most >= conf:
+            k_upper = k
+    return k_lower, k_upper, gap
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 250),
+    sigma=st.floats(0.01, 1.0),
+    eps=st.floats(0.0, 0.5),
+    alpha=st.sampled_from([0.5, 0.1, 0.01, 0.001, 1e-6]),
+)
+def test_bound_ranks_match_exact_binomial_tails(n, sigma, eps, alpha):
+    k_lower, k_upper, gap = _exact_ranks(n, sigma, eps, alpha)
+    assume(gap > 1e-9)  # a tail within float error of the threshold is undecidable in doubles
+    assert bounds.bound_ranks(n, sigma, eps, alpha) == (k_lower, k_upper)
+
+
+@pytest.mark.parametrize(
+    "n, sigma, eps, alpha",
+    [(1, 0.12, 0.0, 0.001), (5, 0.12, 0.05, 0.001), (10, 0.25, 0.1, 0.001), (3, 0.12, 0.0, 0.1)],
+)
+def test_bound_ranks_none_when_n_too_small(n, sigma, eps, alpha):
+    k_lower, k_upper, _ = _exact_ranks(n, sigma, eps, alpha)
+    assert k_lower is None and k_upper is None
+    assert bounds.bound_ranks(n, sigma, eps, alpha) == (None, None)
+
+
+def test_bound_ranks_are_symmetric_and_widen_with_eps():
+    n, sigma, alpha = 1000, 0.12, 0.001
+    previous = None
+    for eps in (0.0, 0.02, 0.05, 0.1, 0.2):
+        k_lower, k_upper = bounds.bound_ranks(n, sigma, eps, alpha)
+        assert k_upper == n + 1 - k_lower  # p_upper = 1 - p_lower
+        assert k_lower <= math.ceil(n / 2) <= k_upper
+        if previous is not None:
+            assert k_lower <= previous[0] and k_upper >= previous[1]
+        previous = (k_lower, k_upper)
+
+
+def test_percentile_levels_closed_form():
+    assert bounds.percentile_levels(0.0, 0.3) == pytest.approx((0.5, 0.5))
+    lo, hi = bounds.percentile_levels(0.12, 0.12)
+    assert lo == pytest.approx(0.15865525393145707, abs=1e-12)  # Phi(-1)
+    assert hi == pytest.approx(0.8413447460685429, abs=1e-12)
+    lo, hi = bounds.percentile_levels(0.1, 0.2, p=0.9)
+    assert lo == pytest.approx(float(_phi(1.2815515655446004 - 0.5)), abs=1e-12)
+    assert hi == pytest.approx(float(_phi(1.2815515655446004 + 0.5)), abs=1e-12)
+
+
+def test_dkw_epsilon_closed_form():
+    assert bounds.dkw_epsilon(1000, 0.001) == pytest.approx(math.sqrt(math.log(2000) / 2000))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(10, 5000),
+    k_min_frac=st.floats(0.0, 0.5),
+    k_max_frac=st.floats(0.5, 1.0),
+    sigma=st.floats(0.01, 1.0),
+    alpha=st.sampled_from([0.1, 0.01, 0.001]),
+)
+def test_dkw_radius_is_the_supremum(n, k_min_frac, k_max_frac, sigma, alpha):
+    """Below R the DKW ranks stay inside [k_min, k_max]; just above R they leave it."""
+    k_min = max(1, int(k_min_frac * n))
+    k_max = max(k_min, int(k_max_frac * n))
+    radius = bounds.dkw_radius(n, k_min, k_max, sigma, alpha)
+    band = bounds.dkw_epsilon(n, alpha)
+
+    def inside(eps: float) -> bool:
+        p_lo, p_hi = bounds.percentile_levels(eps, sigma)
+        k_lo, _ = bounds.dkw_ranks(n, p_lo, band)
+        _, k_hi = bounds.dkw_ranks(n, p_hi, band)
+        return k_lo is not None and k_hi is not None and k_lo >= k_min and k_hi <= k_max
+
+    if radius > 0:
+        assert inside(radius * (1 - 1e-6))
+        assert not inside(radius * (1 + 1e-3) + 1e-9)
+    else:
+        assert not inside(1e-6 * sigma)
+
+
+def test_dkw_ranks_closed_form():
+    # levels and bands exactly representable in binary, so no rounding question arises
+    assert bounds.dkw_ranks(200, 0.25, 0.125) == (25, 75)
+    assert bounds.dkw_ranks(100, 0.0625, 0.125) == (None, 19)
+    assert bounds.dkw_ranks(100, 0.9375, 0.125) == (82, None)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: bounds.percentile_levels(-0.1, 0.1), "eps must be"),
+        (lambda: bounds.percentile_levels(float("nan"), 0.1), "eps must be"),
+        (lambda: bounds.percentile_levels(0.1, 0.0), "sigma must be"),
+        (lambda: bounds.percentile_levels(0.1, 0.1, p=1.0), "p must lie"),
+        (lambda: bounds.bound_ranks(0, 0.1, 0.1, 0.01), "n \\(the number of noise samples\\)"),
+        (lambda: bounds.bound_ranks(10.5, 0.1, 0.1, 0.01), "n \\(the number"),
+        (lambda: bounds.bound_ranks(True, 0.1, 0.1, 0.01), "n \\(the number"),
+        (lambda: bounds.bound_ranks(10, 0.1, 0.1, 0.0), "alpha must lie"),
+        (lambda: bounds.bound_ranks(10, 0.1, 0.1, 1.0), "alpha must lie"),
+        (lambda: bounds.dkw_epsilon(10, 2.0), "alpha must lie"),
+        (lambda: bounds.dkw_radius(10, 1, 10, -1.0, 0.1), "sigma must be"),
+    ],
+)
+def test_validation_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

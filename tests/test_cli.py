@@ -1,0 +1,76 @@
+"""The certiqa command line, end to end on real images (cropped small to keep it fast)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from certiqa.cli import main
+
+WEIGHTS = "models/cnniqa-live.pt"
+
+
+@pytest.fixture
+def image_folder(shared_data, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("labelled/live_img66.png", "reference/tid2013_I01.png"):
+        Image.open(shared_data / "images" / name).crop((0, 0, 96, 80)).save(folder / name.split("/")[1])
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("RGB", (20, 20)).save(folder / "tiny.png")
+    return folder
+
+
+def test_certify_folder_with_bad_files(image_folder, shared_data, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    args = ["certify", str(image_folder), "--weights", str(shared_data / WEIGHTS), "--n", "30",
+            "--alpha", "0.1", "--seed", "0", "--quiet", "--out", str(out)]
+    assert main(args) == 1  # some files failed
+    captured = capsys.readouterr()
+    assert "corrupt.png: not a readable image file" in captured.err
+    assert "tiny.png: 20x20 pixels is smaller than the 33x33" in captured.err
+    assert "live_img66.png" in captured.out and "tid2013_I01.png" in captured.out
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["live_img66.png", "tid2013_I01.png"]
+    for row in rows:
+        assert float(row["lower"]) <= float(row["median"]) <= float(row["upper"])
+        assert row["eps"] == "0.05" and row["sigma"] == "0.12" and row["n"] == "30" and row["alpha"] == "0.1"
+        assert float(row["seconds"]) > 0
+
+
+def test_certify_json_output_and_success_status(image_folder, shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    good = image_folder / "live_img66.png"
+    args = ["certify", str(good), "--weights", str(shared_data / WEIGHTS), "--n", "30", "--alpha", "0.1",
+            "--eps", "0.02", "--quiet", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["certified"] is True and row["eps"] == 0.02
+
+
+def test_cli_errors(shared_data, tmp_path, capsys):
+    weights = str(shared_data / WEIGHTS)
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        main(["certify", str(tmp_path / "nope.png"), "--weights", weights])
+    with pytest.raises(SystemExit, match="no image files found"):
+        main(["certify", str(tmp_path), "--weights", weights])
+    with pytest.raises(SystemExit, match="sigma must be"):
+        main(["certify", str(tmp_path), "--weights", weights, "--sigma", "0"])
+    with pytest.raises(SystemExit, match="not found"):
+        main(["certify", str(tmp_path), "--weights", str(tmp_path / "w.pt")])
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit, match="--eps must be >= 0"):
+        main(["certify", str(tmp_path), "--weights", weights, "--eps", "-1"])
+    with pytest.raises(SystemExit, match=r"must end in \.csv or \.json"):
+        main(["certify", str(tmp_path), "--weights", weights, "--quiet", "--out", str(tmp_path / "r.txt")])
+    assert capsys.readouterr().out == ""  # refused before any image was certified
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "certiqa", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("certiqa ")
