@@ -35,8 +35,9 @@ def _load_model(args: argparse.Namespace) -> CNNIQA:
 
 
 def _certify(args: argparse.Namespace) -> int:
-    if not args.eps >= 0:
-        raise SystemExit(f"certiqa: error: --eps must be >= 0, got {args.eps}.")
+    bad = [e for e in args.eps if not e >= 0]
+    if bad:
+        raise SystemExit(f"certiqa: error: --eps must be >= 0, got {bad[0]}.")
     device = _device(args.device)
     model = _load_model(args).to(device)
     try:
@@ -59,7 +60,7 @@ def _certify(args: argparse.Namespace) -> int:
         write_results(run.rows, args.out)
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
     print(
-        f"{len(run.rows)} certified, {len(run.errors)} failed (sigma={args.sigma}, eps={args.eps}, "
+        f"{len(run.rows)} row(s), {len(run.errors)} failed (sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, "
         f"n={args.n}, alpha={args.alpha}, device={device.type})",
         file=sys.stderr,
     )
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     cert.add_argument("--weights", metavar="FILE", help="CNNIQA state dict")
     cert.add_argument("--sigma", type=float, default=0.12, help="noise level in [0, 1] pixel units (0.12)")
-    cert.add_argument("--eps", type=float, default=0.05, help="l2 radius to certify (0.05)")
+    cert.add_argument("--eps", type=float, nargs="+", default=[0.05],
+                      help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
     cert.add_argument("--n", type=int, default=1000, help="noise samples per image (1000)")
     cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
     cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")

@@ -9,12 +9,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
 from .io import ImageLoadError, read_image
-from .smoothing import SmoothedIQA
+from ._checks import check_nonnegative
+from .smoothing import SmoothedIQA, certify_samples
 
 __all__ = ["CertifyRun", "certify_paths", "check_output_path", "write_results", "format_table", "RESULT_COLUMNS"]
 
@@ -32,7 +33,7 @@ class CertifyRun:
 def certify_paths(
     smoothed: SmoothedIQA,
     paths: Iterable[str | os.PathLike],
-    eps: float,
+    eps: float | Sequence[float],
     *,
     min_size: int = 1,
     resize: int | tuple[int, int] | None = None,
@@ -40,27 +41,31 @@ def certify_paths(
 ) -> CertifyRun:
     """Certify each image file on its own; a file that fails is reported and skipped.
 
-    Each row holds the path, the median, the certified [lower, upper] at ``eps``,
-    the settings and the seconds spent (reading included). Errors are
-    ``"PATH: reason"`` lines, in input order.
+    One noise sample set per image serves every radius in ``eps`` (one row per
+    image and radius). Each row holds the path, the median, the certified
+    [lower, upper], the settings and the seconds spent on the image (reading
+    included). Errors are ``"PATH: reason"`` lines, in input order.
     """
+    radii = [check_nonnegative("eps", e) for e in ([eps] if isinstance(eps, (int, float)) else eps)]
     run = CertifyRun()
     paths = list(paths)
     for path in tqdm(paths, desc="certifying", unit="img", disable=not progress):
         start = time.perf_counter()
         try:
             loaded = read_image(path, min_size=min_size, resize=resize)
-            result = smoothed.certify(loaded.image.unsqueeze(0), eps)
+            samples = smoothed.sample(loaded.image.unsqueeze(0))
         except (ImageLoadError, ValueError) as err:
             message = str(err)
             run.errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
             continue
-        row: dict[str, Any] = {"path": str(path)}
-        row.update(result.to_records()[0])
-        if loaded.resized:
-            row["resized_from"] = "x".join(map(str, loaded.original_size))
-        row["seconds"] = round(time.perf_counter() - start, 4)
-        run.rows.append(row)
+        seconds = round(time.perf_counter() - start, 4)
+        for radius in radii:
+            row: dict[str, Any] = {"path": str(path)}
+            row.update(certify_samples(samples, radius, smoothed.sigma, smoothed.alpha).to_records()[0])
+            if loaded.resized:
+                row["resized_from"] = "x".join(map(str, loaded.original_size))
+            row["seconds"] = seconds
+            run.rows.append(row)
     return run
 
 
@@ -87,11 +92,12 @@ def write_results(rows: list[dict[str, Any]], out: str | os.PathLike) -> None:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width terminal table: path, median, lower, upper, width, certified."""
-    header = ("path", "median", "lower", "upper", "width", "certified")
+    """A fixed-width terminal table: path, eps, median, lower, upper, width, certified."""
+    header = ("path", "eps", "median", "lower", "upper", "width", "certified")
     body = [
         (
             str(r["path"]),
+            f"{r['eps']:g}",
             f"{r['median']:.4f}",
             f"{r['lower']:.4f}",
             f"{r['upper']:.4f}",

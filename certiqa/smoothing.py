@@ -28,7 +28,7 @@ from ._checks import (
     check_scores,
 )
 
-__all__ = ["SmoothedIQA", "CertifiedScores"]
+__all__ = ["SmoothedIQA", "CertifiedScores", "certify_samples"]
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -235,22 +235,7 @@ class SmoothedIQA:
         cannot certify at this alpha is -inf / +inf and ``certified`` is False.
         """
         eps = check_nonnegative("eps", eps)
-        k_lower, k_upper = bounds.bound_ranks(self.n, self.sigma, eps, self.alpha)
-        samples = self.sample(x)
-        inf = torch.full((samples.shape[0],), math.inf, dtype=samples.dtype, device=samples.device)
-        lower = samples[:, k_lower - 1] if k_lower is not None else -inf
-        upper = samples[:, k_upper - 1] if k_upper is not None else inf
-        certified = torch.isfinite(lower) & torch.isfinite(upper)
-        return CertifiedScores(
-            lower=lower,
-            median=_median(samples),
-            upper=upper,
-            certified=certified,
-            eps=eps,
-            sigma=self.sigma,
-            n=self.n,
-            alpha=self.alpha,
-        )
+        return certify_samples(self.sample(x), eps, self.sigma, self.alpha)
 
     def certified_radius(self, x: torch.Tensor, delta: float) -> torch.Tensor:
         """Per image, the largest eps whose bounds stay within ``delta`` of the median.
@@ -270,6 +255,31 @@ class SmoothedIQA:
             for lo, hi in zip(k_min.tolist(), k_max.tolist())
         ]
         return torch.tensor(radii, dtype=torch.float64)
+
+
+def certify_samples(samples: torch.Tensor, eps: float, sigma: float, alpha: float) -> CertifiedScores:
+    """Certified intervals read from sorted samples (B, n) of f(x + G) drawn at ``sigma``.
+
+    Same guarantee as :meth:`SmoothedIQA.certify`; one sample set can be certified at
+    several eps (each certificate holds with probability >= 1 - alpha on its own).
+    """
+    if samples.ndim != 2 or samples.shape[1] < 1:
+        raise ValueError(f"samples must have shape (B, n) with n >= 1, got {tuple(samples.shape)}.")
+    n = samples.shape[1]
+    k_lower, k_upper = bounds.bound_ranks(n, sigma, eps, alpha)
+    inf = torch.full((samples.shape[0],), math.inf, dtype=samples.dtype, device=samples.device)
+    lower = samples[:, k_lower - 1] if k_lower is not None else -inf
+    upper = samples[:, k_upper - 1] if k_upper is not None else inf
+    return CertifiedScores(
+        lower=lower,
+        median=_median(samples),
+        upper=upper,
+        certified=torch.isfinite(lower) & torch.isfinite(upper),
+        eps=float(eps),
+        sigma=float(sigma),
+        n=n,
+        alpha=float(alpha),
+    )
 
 
 def _median(sorted_samples: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,18 @@ def test_certify_json_output_and_success_status(image_folder, shared_data, tmp_p
     assert row["certified"] is True and row["eps"] == 0.02
 
 
+def test_several_radii_share_one_sample_set(image_folder, shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["certify", str(image_folder / "live_img66.png"), "--weights", str(shared_data / WEIGHTS), "--n", "40",
+            "--alpha", "0.1", "--eps", "0.0", "0.02", "0.1", "--seed", "1", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["eps"] for r in rows] == [0.0, 0.02, 0.1]
+    assert len({r["median"] for r in rows}) == 1  # the same samples
+    widths = [r["width"] for r in rows]
+    assert widths == sorted(widths)
+
+
 def test_cli_errors(shared_data, tmp_path, capsys):
     weights = str(shared_data / WEIGHTS)
     with pytest.raises(SystemExit, match="no such file or folder"):
