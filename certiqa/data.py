@@ -258,9 +258,10 @@ def _to_float(value: Any, where: str) -> float:
     return out
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV (header line first) or of an .xlsx sheet (header row = the
-    first row with at least two non-empty cells) as dicts of strings."""
+def _read_rows(path: Path, sheet: str | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """Column names and rows (dicts of strings) of a CSV or of an .xlsx sheet
+    (``sheet`` if the workbook has it, else the first). The header is the first
+    row with at least two non-empty cells."""
     if path.suffix.lower() == ".xlsx":
         try:
             import openpyxl
@@ -270,7 +271,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
                 f"{path.with_suffix('.csv')} and certiqa will read that instead."
             ) from None
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        table = [["" if v is None else _cell_text(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)]
+        ws = book[sheet] if sheet in book.sheetnames else book.worksheets[0]
+        table = [["" if v is None else _cell_text(v) for v in row] for row in ws.iter_rows(values_only=True)]
         book.close()
     else:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -280,7 +282,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     if head is None:
         raise ValueError(f"{path}: no header row found (a row naming the columns).")
     header = [c.strip() for c in table[head]]
-    return [dict(zip(header, (c.strip() for c in row))) for row in table[head + 1 :]]
+    return header, [dict(zip(header, (c.strip() for c in row))) for row in table[head + 1 :]]
 
 
 def _header(path: Path) -> list[str]:
@@ -297,11 +299,10 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _columns(rows: list[dict[str, str]], path: Path, *names: str) -> None:
-    present = list(rows[0]) if rows else []
-    absent = [n for n in names if n not in present]
+def _columns(header: list[str], path: Path, *names: str) -> None:
+    absent = [n for n in names if n not in header]
     if absent:
-        raise ValueError(f"{path}: missing column(s) {absent}; found {present}.")
+        raise ValueError(f"{path}: missing column(s) {absent}; found {header}.")
 
 
 def _loadmat(path: Path, key: str) -> np.ndarray:
@@ -343,8 +344,8 @@ class KonIQ10k(IQADataset):
 
     def _read_samples(self) -> list[Sample]:
         path = self._require("koniq10k_scores_and_distributions.csv")
-        rows = _read_rows(path)
-        _columns(rows, path, "image_name", "MOS")
+        header, rows = _read_rows(path)
+        _columns(header, path, "image_name", "MOS")
         folder = self.root / "1024x768"
         return [
             Sample(folder / r["image_name"], _to_float(r["MOS"], f"{path} row {i + 2}"), r["image_name"], "authentic")
@@ -402,8 +403,8 @@ class SPAQ(IQADataset):
     def _read_samples(self) -> list[Sample]:
         stem = "Annotations/MOS and Image attribute scores"
         path = self._require(stem + ".csv", stem + ".xlsx")
-        rows = _read_rows(path)
-        _columns(rows, path, "Image name", "MOS")
+        header, rows = _read_rows(path)
+        _columns(header, path, "Image name", "MOS")
         folder = self.root / "TestImage"
         if not folder.is_dir() and (self.root / "Dataset" / "TestImage").is_dir():
             folder = self.root / "Dataset" / "TestImage"
@@ -451,8 +452,8 @@ class KADID10k(IQADataset):
 
     def _read_samples(self) -> list[Sample]:
         path = self._require("dmos.csv")
-        rows = _read_rows(path)
-        _columns(rows, path, "dist_img", "ref_img", "dmos")
+        header, rows = _read_rows(path)
+        _columns(header, path, "dist_img", "ref_img", "dmos")
         folder = self.root / "images"
         out = []
         for i, r in enumerate(rows):
@@ -547,8 +548,8 @@ class LIVE(IQADataset):
 class CSIQ(IQADataset):
     """CSIQ: 30 references x 6 distortions, 866 images, DMOS on 0..1 (lower is better).
 
-    Reads ``csiq.DMOS.xlsx`` (first sheet, 'all_by_image'; needs openpyxl) or
-    that sheet exported as ``csiq.DMOS.csv``."""
+    Reads ``csiq.DMOS.xlsx`` (sheet 'all_by_image'; needs openpyxl) or that
+    sheet exported as ``csiq.DMOS.csv``."""
 
     name = "CSIQ"
     url = "https://s2.smu.edu/~eclarson/csiq.html"
@@ -571,8 +572,8 @@ class CSIQ(IQADataset):
 
     def _read_samples(self) -> list[Sample]:
         path = self._require("csiq.DMOS.csv", "csiq.DMOS.xlsx")
-        rows = _read_rows(path)
-        _columns(rows, path, "image", "dst_type", "dst_lev", "dmos")
+        header, rows = _read_rows(path, sheet="all_by_image")
+        _columns(header, path, "image", "dst_type", "dst_lev", "dmos")
         out = []
         for i, r in enumerate(rows):
             where = f"{path} row {i + 2}"
@@ -652,9 +653,9 @@ class CSVDataset(IQADataset):
     def _read_samples(self) -> list[Sample]:
         if not self.table.is_file():
             raise FileNotFoundError(f"score table {self.table} does not exist.")
-        rows = _read_rows(self.table)
+        header, rows = _read_rows(self.table)
         path_col, score_col, ref_col, group_col, type_col = self.columns
-        _columns(rows, self.table, path_col, score_col, *[c for c in self.columns[2:] if c], *self.where)
+        _columns(header, self.table, path_col, score_col, *[c for c in self.columns[2:] if c], *self.where)
         out = []
         for i, r in enumerate(rows):
             if any(r[k] not in values for k, values in self.where.items()):
