@@ -114,12 +114,10 @@ def make_live(root: Path, realigned: bool = True, n: int = 982) -> np.ndarray:
     for i in range(n):
         refs[0, i] = LIVE_REFS[i % 3]
     savemat(root / "refnames_all.mat", {"refnames_all": refs})
-    start = 0
     for folder, count in D.LIVE.FOLDERS:
         (root / folder).mkdir(exist_ok=True)
         for i in range(1, count + 1):
             (root / folder / f"img{i}.bmp").touch()
-        start += count
     _image(root / "jpeg" / "img2.bmp")  # entry 227 + 1 = index 228: a real image
     return dmos
 
