@@ -87,7 +87,9 @@ def read_image(
         min_size: smallest allowed height and width (after resizing), e.g. a
             model's ``min_size``.
         max_pixels: refuse images with more pixels than this (None: no limit),
-            checked from the header before decoding.
+            checked from the header before decoding. This replaces Pillow's
+            decompression-bomb warning; Pillow's hard limit (twice
+            ``PIL.Image.MAX_IMAGE_PIXELS``) still applies and is reported as such.
         resize: None, an int (the shorter side becomes this, aspect kept) or
             (H, W); antialiased bilinear.
 
@@ -99,7 +101,8 @@ def read_image(
         raise ImageLoadError(f"{path}: no such file.")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # max_pixels below is the limit; Pillow's warning threshold must not override it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 if max_pixels is not None and width * height > max_pixels:
@@ -114,7 +117,11 @@ def read_image(
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a readable image file.") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(
+            f"{path}: {err} Pillow refuses to decode it; raise PIL.Image.MAX_IMAGE_PIXELS to read it."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"{path}: cannot decode image ({err}); the file may be truncated or corrupt.") from None
     image = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
     original = (int(image.shape[1]), int(image.shape[2]))

@@ -66,12 +66,23 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 def logistic_fit(pred: Any, target: Any, mapping: Mapping = "logistic5") -> np.ndarray:
     """Map predictions onto the target scale with a monotonic logistic fit.
 
-    Falls back to the best linear fit if the optimiser does not converge."""
+    Falls back to the least-squares linear fit when there are fewer pairs than
+    parameters, when the optimiser fails, or when its fit has a larger squared
+    error than the linear one (so PLCC after mapping is never below |raw PLCC|)."""
     p, t = _pair(pred, target)
+    return _fit(p, t, mapping)[0]
+
+
+def _fit(p: np.ndarray, t: np.ndarray, mapping: Mapping) -> tuple[np.ndarray, bool]:
+    """(mapped predictions, whether the mapping is affine in p); see :func:`logistic_fit`."""
     if mapping == "none":
-        return p
+        return p, True
     if mapping not in ("logistic5", "logistic4"):
         raise ValueError(f"mapping must be 'logistic5', 'logistic4' or 'none', got {mapping!r}.")
+    slope, intercept = np.polyfit(p, t, 1)
+    linear = slope * p + intercept
+    if p.size < (5 if mapping == "logistic5" else 4):
+        return linear, True
     scale = np.std(p) or 1.0
     sign = 1.0 if stats.pearsonr(p, t).statistic >= 0 else -1.0
     if mapping == "logistic5":
@@ -86,22 +97,25 @@ def logistic_fit(pred: Any, target: Any, mapping: Mapping = "logistic5") -> np.n
             warnings.simplefilter("ignore")
             params, _ = optimize.curve_fit(func, p, t, p0=init, maxfev=20000)
         fitted = func(p, *params)
-        if np.isfinite(fitted).all() and np.ptp(fitted) > 0:
-            return fitted
+        if np.isfinite(fitted).all() and np.ptp(fitted) > 0 and np.sum((fitted - t) ** 2) <= np.sum((linear - t) ** 2):
+            return fitted, False
     except (RuntimeError, optimize.OptimizeWarning, ValueError):
         pass
-    slope, intercept = np.polyfit(p, t, 1)
-    return slope * p + intercept
+    return linear, True
 
 
 def plcc(pred: Any, target: Any, mapping: Mapping = "logistic5") -> float:
-    """Pearson linear correlation after a monotonic logistic mapping (``mapping='none'``: raw)."""
+    """Pearson linear correlation after a monotonic logistic mapping (``mapping='none'``: raw).
+
+    When the mapping falls back to the linear fit, the result is |raw PLCC|
+    exactly (computed from pred, as the fitted line can be numerically flat)."""
     p, t = _pair(pred, target)
-    return float(stats.pearsonr(logistic_fit(p, t, mapping), t).statistic)
+    mapped, affine = _fit(p, t, mapping)
+    r = float(stats.pearsonr(p if affine else mapped, t).statistic)
+    return abs(r) if affine and mapping != "none" else r
 
 
 def rmse(pred: Any, target: Any, mapping: Mapping = "none") -> float:
     """Root-mean-square error, raw by default or after a logistic mapping."""
     p, t = _pair(pred, target)
-    mapped = logistic_fit(p, t, mapping) if mapping != "none" else p
-    return float(np.sqrt(np.mean((mapped - t) ** 2)))
+    return float(np.sqrt(np.mean((_fit(p, t, mapping)[0] - t) ** 2)))
