@@ -14,10 +14,11 @@ from .models import CNNIQA
 from .runner import certify_paths, check_output_path, format_table, write_results
 from .smoothing import SmoothedIQA
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_model_arguments", "load_model_from_args", "resolve_device"]
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -25,7 +26,14 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_model(args: argparse.Namespace) -> CNNIQA:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the device (shared with the scripts in certify/)."""
+    parser.add_argument("--weights", metavar="FILE", help="CNNIQA state dict")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def load_model_from_args(args: argparse.Namespace) -> CNNIQA:
+    """The model named by :func:`add_model_arguments`' options; a bad file exits with its reason."""
     if args.weights is None:
         raise SystemExit("certiqa: error: --weights FILE (CNNIQA weights) is required.")
     try:
@@ -38,8 +46,8 @@ def _certify(args: argparse.Namespace) -> int:
     bad = [e for e in args.eps if not e >= 0]
     if bad:
         raise SystemExit(f"certiqa: error: --eps must be >= 0, got {bad[0]}.")
-    device = _device(args.device)
-    model = _load_model(args).to(device)
+    device = resolve_device(args.device)
+    model = load_model_from_args(args).to(device)
     try:
         if args.out:
             check_output_path(args.out)
@@ -77,14 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Median-smoothed scores and certified intervals under l2 perturbations of norm <= eps.",
     )
     cert.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    cert.add_argument("--weights", metavar="FILE", help="CNNIQA state dict")
+    add_model_arguments(cert)
     cert.add_argument("--sigma", type=float, default=0.12, help="noise level in [0, 1] pixel units (0.12)")
     cert.add_argument("--eps", type=float, nargs="+", default=[0.05],
                       help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
     cert.add_argument("--n", type=int, default=1000, help="noise samples per image (1000)")
     cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
     cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")
-    cert.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
     cert.add_argument("--out", metavar="FILE", help="write results to a .csv or .json file")
     cert.add_argument("--quiet", action="store_true", help="no progress bar")

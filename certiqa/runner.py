@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 
 from .io import ImageLoadError, read_image
 from ._checks import check_nonnegative
+from .metrics import plcc, srocc
 from .smoothing import SmoothedIQA, certify_samples
 
-__all__ = ["CertifyRun", "certify_paths", "check_output_path", "write_results", "format_table", "RESULT_COLUMNS"]
+__all__ = ["CertifyRun", "certify_paths", "check_output_path", "write_results", "format_table", "summarize_by_eps", "RESULT_COLUMNS"]
 
 RESULT_COLUMNS = ("path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds")
 
@@ -89,6 +90,26 @@ def write_results(rows: list[dict[str, Any]], out: str | os.PathLike) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def summarize_by_eps(rows: list[dict[str, Any]]) -> str:
+    """Per radius: images certified, mean certified width, and (where rows have a
+    ``score``) SROCC/PLCC of the smoothed median against it."""
+    lines = ["| eps | images | certified | mean width | SROCC | PLCC |", "| --- | --- | --- | --- | --- | --- |"]
+    for eps in sorted({r["eps"] for r in rows}):
+        group = [r for r in rows if r["eps"] == eps]
+        widths = [r["width"] for r in group if r["certified"]]
+        mean_width = f"{sum(widths) / len(widths):.4f}" if widths else "-"
+        corr = ["-", "-"]
+        scored = [r for r in group if r.get("score") is not None]
+        if len(scored) >= 3:
+            try:
+                medians, scores = [r["median"] for r in scored], [r["score"] for r in scored]
+                corr = [f"{srocc(medians, scores):.4f}", f"{plcc(medians, scores):.4f}"]
+            except ValueError:  # constant medians or scores: correlation undefined
+                pass
+        lines.append(f"| {eps:g} | {len(group)} | {len(widths)} | {mean_width} | {corr[0]} | {corr[1]} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -12,6 +12,8 @@ from PIL import Image
 
 from certiqa.cli import main
 
+from conftest import REPO
+
 WEIGHTS = "models/cnniqa-live.pt"
 
 
@@ -86,3 +88,17 @@ def test_cli_errors(shared_data, tmp_path, capsys):
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "certiqa", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("certiqa ")
+
+
+def test_certify_set_script_summarises_a_scored_set(shared_data, tmp_path):
+    out = tmp_path / "set.csv"
+    done = subprocess.run(
+        [sys.executable, "certify/certify_set.py", str(shared_data), "--weights", str(shared_data / WEIGHTS),
+         "--where", "dataset=LIVE-jpeg", "--scale", "0", "1", "--eps", "0.02", "0.1", "--n", "20",
+         "--alpha", "0.1", "--resize", "64", "--limit", "4", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| 0.02 | 4 | 4 |" in done.stdout and "| 0.1 | 4 | 4 |" in done.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 8 and all(r["resized_from"] and r["score"] for r in rows)
