@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from .._checks import check_int, check_positive
-from ..io import find_images, read_image
+from ..io import IMAGE_EXTENSIONS, find_images, read_image
 from ..losses import LossWeights, combined_loss
 from ..models.cnniqa import CNNIQA, read_checkpoint
 from ..smoothing import SmoothedIQA
@@ -68,7 +68,8 @@ def load_images(
     source: str | os.PathLike, *, resize: int | None = None, min_size: int = 1, include: Sequence[str] = ()
 ) -> list[TrainImage]:
     """Images of a folder (searched recursively) or of a manifest CSV with a ``file`` column
-    (paths relative to the CSV) and an optional ``score`` column (blank = unknown).
+    (paths relative to the CSV; rows that are not image files are skipped) and an optional
+    ``score`` column (blank = unknown).
 
     ``include``: keep only files whose path relative to the source contains one of these
     strings (all when empty). ``resize`` sets the shorter side. Sorted by path."""
@@ -78,7 +79,11 @@ def load_images(
             rows = list(csv.DictReader(fh))
         if not rows or "file" not in rows[0]:
             raise ValueError(f"{source}: a manifest CSV needs a 'file' column, got columns {list(rows[0]) if rows else []}.")
-        entries = [(r["file"], source.parent / r["file"], r.get("score") or None) for r in rows]
+        entries = [
+            (r["file"], source.parent / r["file"], r.get("score") or None)
+            for r in rows
+            if r["file"].lower().endswith(IMAGE_EXTENSIONS)  # manifests may also list model files
+        ]
     elif source.is_dir():
         entries = [(str(p.relative_to(source)), p, None) for p in find_images([source])]
     else:
