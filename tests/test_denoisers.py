@@ -109,7 +109,7 @@ def test_bad_checkpoint_errors(tmp_path):
         load_denoiser(tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a loadable PyTorch file"):
+    with pytest.raises(ValueError, match="not a loadable PyTorch state dict"):
         load_denoiser(garbage)
     plain = tmp_path / "plain.pt"
     torch.save(DnCNN(depth=3).state_dict(), plain)

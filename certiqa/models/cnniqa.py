@@ -40,7 +40,7 @@ def read_checkpoint(path: str | os.PathLike, what: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise ValueError(
-            f"{path!r} is not a loadable PyTorch file for {what} ({type(err).__name__}: "
+            f"{path!r} is not a loadable PyTorch state dict for {what} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Expected a file written by torch.save(model.state_dict())."
         ) from None
 
