@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file"]
+__all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file", "read_checkpoint", "check_state_dict"]
 
 PATCH = 32
 PATCH_CHUNK = 128
@@ -31,20 +31,23 @@ def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True)
 
 
-def load_state_dict_file(path: str | os.PathLike, expected: dict[str, torch.Size], what: str) -> dict[str, torch.Tensor]:
-    """Load a plain state dict with ``weights_only=True`` onto the CPU and check its keys and shapes."""
+def read_checkpoint(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with a clear error for a missing or bad file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} weights file not found: {path!r}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise ValueError(
             f"{path!r} is not a loadable PyTorch state dict for {what} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Expected a file written by torch.save(model.state_dict())."
         ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+
+
+def check_state_dict(state: Any, expected: dict[str, torch.Size], path: str, what: str) -> dict[str, torch.Tensor]:
+    """Check that ``state`` is a dict of tensors with exactly the ``expected`` keys and shapes
+    (a ``module.`` prefix from DataParallel is dropped); return it."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(
             f"{path!r} does not hold a state dict of tensors for {what}; got {type(state).__name__}. "
@@ -61,6 +64,14 @@ def load_state_dict_file(path: str | os.PathLike, expected: dict[str, torch.Size
     if wrong:
         raise ValueError(f"{path!r} has tensors of the wrong shape for {what} (got, expected): {wrong}.")
     return state
+
+
+def load_state_dict_file(path: str | os.PathLike, expected: dict[str, torch.Size], what: str) -> dict[str, torch.Tensor]:
+    """Load a plain state dict with ``weights_only=True`` onto the CPU and check its keys and shapes."""
+    state = read_checkpoint(path, what)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return check_state_dict(state, expected, os.fspath(path), what)
 
 
 class CNNIQA(nn.Module):

@@ -1,0 +1,407 @@
+"""Denoisers, their files, losses, training (with resume after a real kill) and the
+certificate of denoised smoothing."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from certiqa import SmoothedIQA
+from certiqa.denoisers import DnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
+from certiqa.denoisers.evaluation import ladder_srocc, smoothed_records, summarise
+from certiqa.denoisers.training import (
+    TrainConfig,
+    TrainImage,
+    build_base_model,
+    load_images,
+    train_denoiser,
+)
+from certiqa.losses import LossWeights, combined_loss, correlation_loss, image_mse, ranking_loss, score_fidelity
+from certiqa.models import CNNIQA
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"depth": 3, "features": 8, "batch_norm": False}
+
+
+# ---------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize("net", [DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2)])
+@pytest.mark.parametrize("shape", [(2, 3, 17, 23), (1, 1, 32, 40)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shapes_dtypes_and_identity_at_init(net, shape, dtype):
+    channels = shape[1]
+    net = type(net)(channels, **{k: v for k, v in net.config.items() if k != "channels"}).to(dtype).eval()
+    x = torch.rand(shape, dtype=dtype)
+    y = net(x)
+    assert y.shape == x.shape and y.dtype == dtype
+    assert torch.allclose(y, x)  # zero-initialised last layer: D starts as the identity
+
+
+def test_denoiser_output_clamped_and_trains_away_from_identity():
+    torch.manual_seed(0)
+    net = DnCNN(depth=3, features=8, batch_norm=False)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    clean = torch.rand(2, 3, 12, 12)
+    noisy = (clean + 0.3 * torch.randn_like(clean)).clamp(0, 1)
+    first = image_mse(net(noisy), clean).item()
+    for _ in range(10):
+        opt.zero_grad()
+        image_mse(net(noisy), clean).backward()
+        opt.step()
+    out = net(noisy)
+    assert image_mse(out, clean).item() < first
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_default_dncnn_is_the_paper_config():
+    net = DnCNN()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 17 and convs[0].out_channels == 64
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+@pytest.mark.parametrize("bad", [{"depth": 1}, {"features": 0}, {"channels": 2.5}])
+def test_dncnn_rejects_bad_config(bad):
+    with pytest.raises(ValueError, match="DnCNN"):
+        DnCNN(**bad)
+
+
+def test_unet_rejects_bad_config():
+    with pytest.raises(ValueError, match="UNet levels"):
+        UNet(levels=0)
+
+
+# ---------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("net", [DnCNN(depth=3, features=8), UNet(features=4, levels=1)])
+def test_checkpoint_round_trip(tmp_path, net):
+    torch.manual_seed(1)
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    net.eval()
+    path = save_denoiser(net, tmp_path / "d.pt", sigma=0.12, base_model="cnniqa")
+    loaded = load_denoiser(path)
+    x = torch.rand(2, 3, 20, 20)
+    assert type(loaded) is type(net) and not loaded.training
+    assert torch.equal(loaded(x), net(x))
+    assert loaded.meta == {"sigma": 0.12, "base_model": "cnniqa"}
+    assert read_denoiser_meta(path)["arch"] == ("dncnn" if isinstance(net, DnCNN) else "unet")
+    torch.load(path, weights_only=True)  # plain tensors and Python values only
+
+
+def test_bad_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_denoiser(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a loadable PyTorch state dict"):
+        load_denoiser(garbage)
+    plain = tmp_path / "plain.pt"
+    torch.save(DnCNN(depth=3).state_dict(), plain)
+    with pytest.raises(ValueError, match="not a certiqa denoiser file"):
+        load_denoiser(plain)
+    good = save_denoiser(DnCNN(depth=3, features=8), tmp_path / "good.pt")
+    record = torch.load(good, weights_only=True)
+    record["config"]["features"] = 16
+    torch.save(record, tmp_path / "shapes.pt")
+    with pytest.raises(ValueError, match="wrong shape"):
+        load_denoiser(tmp_path / "shapes.pt")
+    record["arch"] = "resnet"
+    torch.save(record, tmp_path / "arch.pt")
+    with pytest.raises(ValueError, match="unknown denoiser architecture"):
+        load_denoiser(tmp_path / "arch.pt")
+    with pytest.raises(TypeError, match="save_denoiser saves"):
+        save_denoiser(torch.nn.Conv2d(3, 3, 1), tmp_path / "x.pt")
+
+
+def test_pretrained_unknown_sigma():
+    with pytest.raises(ValueError, match="no pretrained denoiser for sigma=0.5"):
+        pretrained(0.5)
+
+
+# ---------------------------------------------------------------- losses
+
+# distinct targets at least 1/8 apart, so that adding a constant cannot merge two of them by rounding
+scores = st.lists(st.integers(-400, 400), min_size=2, max_size=12, unique=True).map(lambda v: [i / 8 for i in v])
+
+
+@settings(max_examples=60, deadline=None)
+@given(target=scores, margin=st.floats(0, 2), gap=st.floats(0.01, 3))
+def test_ranking_zero_for_ordered_batch_beyond_margin(target, margin, gap):
+    t = torch.tensor(target, dtype=torch.float64)
+    ranks = t.argsort().argsort().double()
+    pred = ranks * (margin + gap)  # consecutive ranks more than `margin` apart
+    assert ranking_loss(pred, t, margin).item() == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(target=scores, pred=st.lists(st.floats(-50, 50), min_size=12, max_size=12), c=st.floats(-100, 100), margin=st.floats(0, 2))
+def test_ranking_invariant_to_constants(target, pred, c, margin):
+    t = torch.tensor(target, dtype=torch.float64)
+    p = torch.tensor(pred[: len(target)], dtype=torch.float64)
+    base = ranking_loss(p, t, margin)
+    assert torch.allclose(ranking_loss(p + c, t, margin), base, atol=1e-9)
+    assert torch.allclose(ranking_loss(p, t + c, margin), base, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(target=scores, margin=st.floats(0, 2), scale=st.floats(0.01, 5))
+def test_ranking_positive_for_reversed_batch(target, margin, scale):
+    t = torch.tensor(target, dtype=torch.float64)
+    assert ranking_loss(-scale * t, t, margin).item() > 0
+
+
+def test_ranking_ignores_ties_and_matches_hand_value():
+    t = torch.tensor([1.0, 1.0, 2.0])
+    p = torch.tensor([5.0, 0.0, 1.0])
+    # pairs with t_i > t_j: (2, 0) gap -4, (2, 1) gap 1; the tie (0, 1) is ignored
+    assert ranking_loss(p, t, margin=0.5).item() == pytest.approx((4.5 + 0.0) / 2)
+    assert ranking_loss(p, torch.ones(3)).item() == 0.0  # no ordered pair
+
+
+@settings(max_examples=40, deadline=None)
+@given(target=scores, a=st.floats(0.1, 10), b=st.floats(-10, 10))
+def test_correlation_loss_affine_invariant(target, a, b):
+    t = torch.tensor(target, dtype=torch.float64)
+    assert correlation_loss(a * t + b, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert correlation_loss(-a * t + b, t).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_fidelity_and_loss_errors():
+    assert score_fidelity(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="same length"):
+        ranking_loss(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match="margin"):
+        ranking_loss(torch.zeros(3), torch.zeros(3), margin=-1)
+    with pytest.raises(ValueError, match="at least 2"):
+        correlation_loss(torch.zeros(1), torch.zeros(1))
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_mse(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+    with pytest.raises(ValueError, match="all loss weights are zero"):
+        LossWeights(mse=0)
+    with pytest.raises(ValueError, match="rank must be"):
+        LossWeights(rank=-1)
+
+
+def test_combined_loss_is_the_weighted_sum():
+    clean = torch.rand(3, 3, 8, 8)
+    den = clean + 0.1
+    p, t = torch.tensor([1.0, 2.0, 0.0]), torch.tensor([0.0, 1.0, 2.0])
+    w = LossWeights(mse=2, fidelity=0.5, rank=3, corr=0.25, margin=0.1)
+    total, terms = combined_loss(den, clean, p, t, w)
+    expected = 2 * image_mse(den, clean) + 0.5 * score_fidelity(p, t) + 3 * ranking_loss(p, t, 0.1) + 0.25 * correlation_loss(p, t)
+    assert total.item() == pytest.approx(expected.item())
+    assert set(terms) == {"mse", "fidelity", "rank", "corr"}
+
+
+def test_gradients_reach_denoiser_never_base_model():
+    torch.manual_seed(0)
+    base = CNNIQA(4, 8).eval()
+    for p in base.parameters():
+        p.requires_grad_(False)
+    den = DnCNN(depth=3, features=8, batch_norm=False)
+    for p in den.parameters():  # leave the identity start so every layer gets a gradient
+        p.data.normal_(0, 0.05)
+    x = torch.rand(4, 3, 40, 40)
+    z = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    out = den(z)
+    with torch.no_grad():
+        target = base(x)
+    loss, _ = combined_loss(out, x, base(out), target, LossWeights(mse=0, rank=1, corr=1, fidelity=1))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in den.parameters())
+    assert all(p.grad is None for p in base.parameters())
+
+
+# ---------------------------------------------------------------- certificate with a denoiser
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x):
+        return (x * self.w).flatten(1).sum(1)
+
+
+def test_denoised_certificate_is_that_of_the_composite_and_holds():
+    torch.manual_seed(0)
+    shape = (3, 6, 6)
+    f = Linear(shape)
+    den = DnCNN(depth=3, features=4, batch_norm=False).double().eval()
+    for p in den.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.rand(1, *shape, dtype=torch.float64) * 0.6 + 0.2
+    sigma, eps = 0.25, 0.1
+    with_d = SmoothedIQA(f, sigma, n=2000, alpha=0.001, batch_size=2000, denoiser=den, seed=3).certify(x, eps)
+    composite = SmoothedIQA(lambda z: f(den(z)), sigma, n=2000, alpha=0.001, batch_size=2000, seed=3).certify(x, eps)
+    assert torch.equal(with_d.lower, composite.lower) and torch.equal(with_d.upper, composite.upper)
+    assert bool(with_d.certified.all())
+    # the smoothed median of perturbed inputs (population estimated with many samples) stays in the interval
+    big = SmoothedIQA(f, sigma, n=20000, batch_size=5000, denoiser=den, seed=7)
+    for _ in range(4):
+        d = torch.randn_like(x)
+        d = eps * d / d.norm()
+        m = float(big.predict((x + d).clamp(0, 1)))
+        assert float(with_d.lower) <= m <= float(with_d.upper)
+
+
+# ---------------------------------------------------------------- data, models, evaluation
+
+
+def _write_images(folder: Path, count: int, size=(44, 48)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        smooth = rng.random((size[0] // 4, size[1] // 4, 3))
+        arr = np.kron(smooth, np.ones((4, 4, 1))) * (0.3 + 0.7 * i / count) + rng.random((*size, 3)) * 0.2 * i / count
+        Image.fromarray((255 * arr.clip(0, 1)).astype(np.uint8)).save(folder / f"im{i}.png")
+
+
+def test_load_images_folder_and_manifest(tmp_path):
+    _write_images(tmp_path / "imgs", 3)
+    folder = load_images(tmp_path / "imgs")
+    assert [im.name for im in folder] == ["im0.png", "im1.png", "im2.png"] and folder[0].score is None
+    (tmp_path / "m.csv").write_text("file,score\nimgs/im0.png,1.5\nimgs/im1.png,\nmodel.pt,\n")
+    rows = load_images(tmp_path / "m.csv", resize=20)
+    assert [im.score for im in rows] == [1.5, None] and min(rows[0].image.shape[-2:]) == 20
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="no images"):
+        load_images(tmp_path / "imgs", include=["zzz"])
+
+
+def test_build_base_model_specs(tmp_path):
+    torch.save(CNNIQA(4, 8).state_dict(), tmp_path / "c.pt")
+    model = build_base_model(f"cnniqa:{tmp_path / 'c.pt'}")
+    assert model.conv1.out_channels == 4 and model.fc1.out_features == 8
+    assert isinstance(build_base_model("certiqa.models:CNNIQA"), CNNIQA)
+    with pytest.raises(ValueError, match="cannot import"):
+        build_base_model("certiqa.nope:thing")
+    with pytest.raises(ValueError, match="unknown base model"):
+        build_base_model("resnet")
+    with pytest.raises(ValueError, match="not a CNNIQA state dict"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+        build_base_model(f"cnniqa:{tmp_path / 'bad.pt'}")
+
+
+def test_ladder_srocc_and_summary():
+    mean, used = ladder_srocc([1, 2, 3, 3, 2, 1, 5], [1, 2, 3, 1, 2, 3, 0], ["a", "a", "a", "b", "b", "b", "c"])
+    assert used == 2 and mean == pytest.approx(0.0)
+    rows = [{"name": f"images/ladders/x_{i}.png", "score": float(i), "clean": float(i), "median": float(-i),
+             "width_0.1": 1.0 if i else math.inf} for i in range(6)]
+    s = summarise(rows, [0.1], ladder_of={r["name"]: "x" for r in rows}, lower_better=True)
+    assert s["srocc"] == pytest.approx(-1.0) and s["ladder_srocc"] == pytest.approx(1.0)
+    assert s["width_0.1"] == 1.0 and s["certified_0.1"] == pytest.approx(5 / 6)
+
+
+def test_smoothed_records_widths_match_certify():
+    torch.manual_seed(0)
+    f = CNNIQA(4, 8).eval()
+    ims = [TrainImage(torch.rand(3, 40, 40), None, "a")]
+    rows = smoothed_records(f, ims, 0.1, 64, 0.01, [0.05], seed=2, progress=False)
+    cert = SmoothedIQA(f, 0.1, n=64, alpha=0.01, seed=2).certify(ims[0].image[None], 0.05)
+    assert rows[0]["width_0.05"] == pytest.approx(float(cert.width[0]))
+    assert rows[0]["median"] == pytest.approx(float(cert.median[0]))
+
+
+# ---------------------------------------------------------------- training
+
+
+def _tiny_images(count=5) -> list[TrainImage]:
+    g = torch.Generator().manual_seed(0)
+    return [TrainImage(torch.rand(3, 44, 48, generator=g), float(i), f"t{i}") for i in range(count)]
+
+
+def test_two_step_training_run(tmp_path):
+    torch.manual_seed(0)
+    model = CNNIQA(4, 8)
+    cfg = TrainConfig(sigma=(0.05, 0.2), steps=2, batch_size=3, crop=36, arch_config=TINY, epoch_steps=1,
+                      checkpoint_every=1, val_n=4, weights=LossWeights(mse=1, rank=0.1, corr=0.1, fidelity=0.1))
+    res = train_denoiser(model, _tiny_images(), cfg, tmp_path, val_images=_tiny_images(4), progress=False)
+    assert res.step == 2 and not res.denoiser.training
+    assert all(p.grad is None for p in model.parameters())
+    with open(tmp_path / "train_log.csv") as fh:
+        log = list(csv.DictReader(fh))
+    assert [r["step"] for r in log] == ["1", "2"] and all(math.isfinite(float(r["rank"])) for r in log)
+    with open(tmp_path / "val_log.csv") as fh:
+        val = list(csv.DictReader(fh))
+    assert len(val) == 2 and -1 <= float(val[-1]["srocc_base"]) <= 1
+    meta = read_denoiser_meta(tmp_path / "denoiser.pt")
+    assert meta["sigma"] == [0.05, 0.2] and meta["steps"] == 2
+    with pytest.raises(ValueError, match="different settings"):
+        train_denoiser(model, _tiny_images(), TrainConfig(sigma=0.3, steps=3, crop=36, arch_config=TINY), tmp_path,
+                       resume=True, progress=False)
+
+
+def test_training_config_errors():
+    with pytest.raises(ValueError, match="min <= max"):
+        TrainConfig(sigma=(0.2, 0.1), steps=1)
+    with pytest.raises(ValueError, match="targets"):
+        TrainConfig(sigma=0.1, steps=1, targets="mos")
+    with pytest.raises(ValueError, match="smaller than the 64px crop"):
+        train_denoiser(CNNIQA(4, 8), _tiny_images(), TrainConfig(sigma=0.1, steps=1, crop=64), "/tmp/unused", progress=False)
+
+
+def _train_cmd(data: Path, weights: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "denoisers" / "train.py"), "--model", f"cnniqa:{weights}", "--data", str(data),
+            "--sigma", "0.05", "0.2", "--steps", str(steps), "--batch-size", "4", "--crop", "36",
+            "--arch-config", '{"depth": 3, "features": 8, "batch_norm": false}', "--w-rank", "0.1",
+            "--checkpoint-every", "1", "--threads", "1", "--quiet", "--out", str(out), *extra]
+
+
+def _step_of(ckpt: Path) -> int:
+    try:
+        return int(torch.load(ckpt, weights_only=True)["step"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    data, weights = tmp_path / "data", tmp_path / "base.pt"
+    _write_images(data, 6)
+    torch.manual_seed(0)
+    torch.save(CNNIQA(4, 8).state_dict(), weights)
+    steps = 150
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(data, weights, straight, steps), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, weights, killed, steps), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _step_of(killed / "checkpoint.pt") < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reached = _step_of(killed / "checkpoint.pt")
+    assert still_running and 3 <= reached < steps, f"the kill came too late (step {reached})"
+    assert not (killed / "denoiser.pt").exists()
+    subprocess.run(_train_cmd(data, weights, killed, steps, "--resume"), check=True, env=env, capture_output=True)
+
+    a, b = load_denoiser(straight / "denoiser.pt"), load_denoiser(killed / "denoiser.pt")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    logs = []
+    for run in (straight, killed):
+        with open(run / "train_log.csv") as fh:
+            logs.append([{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)])
+    assert logs[0] == logs[1] and len(logs[0]) == steps
