@@ -89,25 +89,27 @@ def robustness_score(
     if not (isinstance(min_change, (int, float)) and min_change > 0):
         raise ValueError(f"min_change must be a number > 0, got {min_change!r}.")
     c, a = _pair(clean, attacked)
-    room = np.maximum(hi - c, c - lo)
-    if (room <= 0).any():
-        raise ValueError(f"clean scores must lie inside score_range {score_range}; got one at {c[room <= 0][0]}.")
+    room = np.maximum(hi - c, c - lo)  # >= (hi - lo) / 2 > 0
     return float(np.mean(np.log10(room / np.maximum(np.abs(c - a), min_change))))
 
 
-def attacked_correlations(clean: Any, attacked: Any, human: Any | None = None) -> dict[str, float]:
+def attacked_correlations(
+    clean: Any, attacked: Any, human: Any | None = None, *, mapping: metrics.Mapping = "none"
+) -> dict[str, float]:
     """SROCC / PLCC / KROCC of attacked scores against clean scores (``*_clean``) and,
-    when given, against human scores (``*_human``). Needs >= 3 images."""
+    when given, against human scores (``*_human``). Needs >= 3 images. PLCC is raw by
+    default (attacked and clean scores share a scale); pass ``mapping="logistic5"``
+    for the usual fit against human scores on larger sets."""
     c, a = _pair(clean, attacked)
     out = {
         "srocc_clean": metrics.srocc(a, c),
-        "plcc_clean": metrics.plcc(a, c),
+        "plcc_clean": metrics.plcc(a, c, mapping=mapping),
         "krocc_clean": metrics.krocc(a, c),
     }
     if human is not None:
         h = _vector("human", human)
         out.update(
-            srocc_human=metrics.srocc(a, h), plcc_human=metrics.plcc(a, h), krocc_human=metrics.krocc(a, h)
+            srocc_human=metrics.srocc(a, h), plcc_human=metrics.plcc(a, h, mapping=mapping), krocc_human=metrics.krocc(a, h)
         )
     return out
 
