@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--denoiser", type=Path, default=None, help="denoiser checkpoint for certiqa.denoisers.load_denoiser")
     p.add_argument("--full", action="store_true", help="the GPU setting (n=10000, 20 steps, 16 EOT samples, 94 images)")
     p.add_argument("--images", type=int, default=None, help="number of images (12; --full: 94)")
-    p.add_argument("--resize", type=int, default=192, help="shorter side of the images (192)")
+    p.add_argument("--resize", type=int, default=160, help="shorter side of the images (160)")
     default = BenchmarkConfig()
     p.add_argument("--sigma", type=float, default=None, help=f"smoothing noise ({default.sigma})")
     p.add_argument("--n", type=int, default=None, help=f"samples per certificate ({default.n})")

@@ -79,8 +79,8 @@ class BenchmarkConfig:
     linf_budgets: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
     l2_budgets: tuple[float, ...] = (0.1, 0.25, 0.5)
     attacks: tuple[str, ...] = ("FGSM", "IFGSM", "MIFGSM", "PGD", "Korhonen", "PGDL2")
-    steps: int = 5
-    eot_samples: int = 4
+    steps: int = 4
+    eot_samples: int = 2
     batch_size: int = 50
     seed: int = 0
 

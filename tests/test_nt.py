@@ -34,7 +34,7 @@ def test_regulariser_agrees_with_double_backprop_to_first_order():
     model = Smooth()
     x = torch.rand((5, 1, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     reference = _double_backprop_r(model, x)
-    errors = [abs(float(nt.nt_regularizer(model, x, h)[0].detach()) - float(reference)) for h in (1e-2, 1e-3, 1e-4)]
+    errors = [abs(float(nt.nt_regularizer(model, x, h)[0].detach()) - float(reference.detach())) for h in (1e-2, 1e-3, 1e-4)]
     assert errors[0] > 0
     for coarse, fine in zip(errors, errors[1:]):  # O(h): each 10x smaller h gives ~10x smaller error
         assert 5 < coarse / fine < 20
