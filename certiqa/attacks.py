@@ -1,0 +1,348 @@
+"""White-box adversarial attacks on IQA models (regression), in the spirit of torchattacks.
+
+Usage::
+
+    attack = IFGSM(model, eps=4 / 255, steps=10, direction="away")
+    x_adv = attack(x)          # x: (B, C, H, W) in [0, 1]
+
+Every attack maximises ``sign_i * f(x_i')`` per image, the sign set by ``direction``:
+
+- ``"up"`` / ``"down"``: raise / lower the raw score;
+- ``"better"`` / ``"worse"``: move it towards better / worse quality, using the
+  model's ``lower_better`` (taken from the model when it has that attribute);
+- ``"away"``: push it away from its clean value towards the farther end of the
+  score range ``(lo, hi)``: up when ``hi - f(x) >= f(x) - lo``, else down (the
+  direction used by the robustness score R of Zhang et al.).
+
+Guarantees (tested): ``x_adv`` lies in [0, 1], ``||x_adv - x||_inf <= eps`` for the
+l-inf attacks and ``||x_adv - x||_2 <= eps`` (per image) for the l2 ones. Models run
+in eval mode; only the input gradient is computed (parameters get no ``.grad``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
+from .smoothing import SmoothedIQA, _device_of, _eval_mode
+
+__all__ = [
+    "Attack",
+    "FGSM",
+    "IFGSM",
+    "MIFGSM",
+    "PGD",
+    "PGDL2",
+    "Korhonen",
+    "ExpectedScore",
+    "SmoothedPGDL2",
+    "sobel_activity",
+    "DIRECTIONS",
+    "make_attack",
+]
+
+DIRECTIONS = ("up", "down", "better", "worse", "away")
+ScoreModel = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    """Per-image l2 norm, shape (B, 1, 1, 1)."""
+    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+class Attack:
+    """Shared loop: gradient of the signed score -> step -> project onto the budget -> clamp to [0, 1].
+
+    Args:
+        model: ``nn.Module`` or callable, images (B, C, H, W) in [0, 1] -> scores (B,) or (B, 1).
+        eps: perturbation budget (l-inf or l2, by the attack's ``norm``), in [0, 1] pixel units.
+        alpha: step size (default: subclass-specific).
+        steps: gradient steps.
+        direction: one of :data:`DIRECTIONS`.
+        lower_better: whether lower scores mean better quality (default: the model's
+            ``lower_better`` attribute); needed for ``"better"`` / ``"worse"``.
+        score_range: (lo, hi) of the score scale (default: the model's ``score_range``);
+            needed for ``"away"``.
+        random_start: start from a uniform point of the budget ball.
+        seed: seed of the random start (None: fresh randomness).
+    """
+
+    norm = "linf"
+    default_steps = 10
+
+    def __init__(
+        self,
+        model: nn.Module | ScoreModel,
+        eps: float,
+        *,
+        alpha: float | None = None,
+        steps: int | None = None,
+        direction: str = "away",
+        lower_better: bool | None = None,
+        score_range: tuple[float, float] | None = None,
+        random_start: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}.")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+        self.model = model
+        self.eps = check_nonnegative("eps", eps)
+        self.steps = check_int("steps", self.default_steps if steps is None else steps)
+        self.alpha = check_positive("alpha", self.default_alpha() if alpha is None else alpha) if self.eps > 0 else 0.0
+        self.direction = direction
+        self.lower_better = getattr(model, "lower_better", None) if lower_better is None else bool(lower_better)
+        self.score_range = getattr(model, "score_range", None) if score_range is None else tuple(score_range)
+        if direction in ("better", "worse") and self.lower_better is None:
+            raise ValueError(
+                f"direction={direction!r} needs to know whether lower scores are better: pass lower_better=True/False "
+                "or give the model a lower_better attribute."
+            )
+        if direction == "away" and (self.score_range is None or len(self.score_range) != 2):
+            raise ValueError(
+                "direction='away' needs the score range (lo, hi): pass score_range=(lo, hi) or give the model a "
+                "score_range attribute."
+            )
+        self.random_start = bool(random_start)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, "
+            f"direction={self.direction!r})"
+        )
+
+    def default_alpha(self) -> float:
+        return 2.5 * self.eps / self.steps
+
+    # --- hooks -------------------------------------------------------------
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores (B,) that the attack climbs."""
+        return check_scores(self.model(x), x.shape[0], where="the attacked model")
+
+    def clean_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of the clean images, used to choose the ``"away"`` direction."""
+        with torch.no_grad():
+            return self.scores(x)
+
+    def transform_grad(self, grad: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        """Hook for momentum or masks; identity here."""
+        return grad
+
+    def step(self, grad: torch.Tensor) -> torch.Tensor:
+        """The update added to delta (l-inf: alpha * sign(grad); l2: normalised gradient)."""
+        if self.norm == "linf":
+            return self.alpha * grad.sign()
+        return self.alpha * grad / _l2(grad).clamp_min(1e-12)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """Project delta onto the eps-ball of the attack's norm."""
+        if self.norm == "linf":
+            return delta.clamp(-self.eps, self.eps)
+        return delta * (self.eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0)
+
+    # --- the loop ------------------------------------------------------------
+    def signs(self, clean: torch.Tensor) -> torch.Tensor:
+        """+1 / -1 per image: which way the attack pushes the raw score."""
+        if self.direction == "up":
+            return torch.ones_like(clean)
+        if self.direction == "down":
+            return -torch.ones_like(clean)
+        if self.direction in ("better", "worse"):
+            up = (self.direction == "better") != bool(self.lower_better)
+            return torch.full_like(clean, 1.0 if up else -1.0)
+        lo, hi = (float(v) for v in self.score_range)
+        return torch.where(hi - clean >= clean - lo, 1.0, -1.0).to(clean.dtype)
+
+    def _random_delta(self, x: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device=x.device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        if self.norm == "linf":
+            return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        dim = x[0].numel()
+        radius = torch.rand((x.shape[0], 1, 1, 1), generator=generator, device=x.device, dtype=x.dtype) ** (1 / dim)
+        return direction / _l2(direction).clamp_min(1e-12) * radius * self.eps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Adversarial images, same shape, dtype and device as ``x``, detached."""
+        check_images(x)
+        device = _device_of(self.model, x.device)
+        x0 = x.detach().to(device)
+        if self.eps == 0:
+            return x.detach().clone()
+        with _eval_mode(self.model):
+            sign = self.signs(self.clean_scores(x0)).to(x0.dtype)
+            delta = self._random_delta(x0) if self.random_start else torch.zeros_like(x0)
+            delta = (x0 + self.project(delta)).clamp(0, 1) - x0
+            state: dict[str, Any] = {"x": x0}
+            for _ in range(self.steps):
+                xa = (x0 + delta).requires_grad_(True)
+                with torch.enable_grad():
+                    objective = (sign * self.scores(xa)).sum()
+                    (grad,) = torch.autograd.grad(objective, xa)
+                delta = delta + self.step(self.transform_grad(grad.detach(), state))
+                delta = (x0 + self.project(delta)).clamp(0, 1) - x0
+        return (x0 + delta).detach().to(x.device)
+
+
+class FGSM(Attack):
+    """One signed-gradient step of size eps (Goodfellow et al., 2015), l-inf."""
+
+    default_steps = 1
+
+    def __init__(self, model: nn.Module | ScoreModel, eps: float, **kwargs: Any) -> None:
+        if kwargs.get("steps", 1) != 1 or "alpha" in kwargs:
+            raise ValueError("FGSM takes one step of size eps; use IFGSM for several steps or another step size.")
+        super().__init__(model, eps, **kwargs)
+
+    def default_alpha(self) -> float:
+        return self.eps
+
+
+class IFGSM(Attack):
+    """Iterative FGSM (Kurakin et al., 2017), l-inf, no random start; alpha defaults to eps / steps."""
+
+    def default_alpha(self) -> float:
+        return self.eps / self.steps
+
+
+class MIFGSM(Attack):
+    """Momentum I-FGSM (Dong et al., 2018): g <- decay * g + grad / mean|grad|, l-inf."""
+
+    def __init__(self, model: nn.Module | ScoreModel, eps: float, *, decay: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(model, eps, **kwargs)
+        self.decay = check_nonnegative("decay", decay)
+
+    def default_alpha(self) -> float:
+        return self.eps / self.steps
+
+    def transform_grad(self, grad: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        normed = grad / grad.abs().flatten(1).mean(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
+        state["momentum"] = self.decay * state.get("momentum", torch.zeros_like(grad)) + normed
+        return state["momentum"]
+
+
+class PGD(Attack):
+    """Projected gradient descent in l-inf (Madry et al., 2018) with a uniform random start."""
+
+    def __init__(self, model: nn.Module | ScoreModel, eps: float, **kwargs: Any) -> None:
+        kwargs.setdefault("random_start", True)
+        super().__init__(model, eps, **kwargs)
+
+
+class PGDL2(Attack):
+    """Projected gradient descent in l2 with a random start in the l2 ball; steps of l2 length alpha."""
+
+    norm = "l2"
+
+    def __init__(self, model: nn.Module | ScoreModel, eps: float, **kwargs: Any) -> None:
+        kwargs.setdefault("random_start", True)
+        super().__init__(model, eps, **kwargs)
+
+
+def sobel_activity(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of the luma of ``x`` (B, C, H, W), scaled to max 1 per image: (B, 1, H, W)."""
+    gray = x.mean(dim=1, keepdim=True) if x.shape[1] != 3 else (
+        x * torch.tensor((0.299, 0.587, 0.114), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    ).sum(dim=1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    kernels = torch.stack((kx, kx.t())).unsqueeze(1)
+    g = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernels)
+    magnitude = g.pow(2).sum(dim=1, keepdim=True).sqrt()
+    return magnitude / magnitude.flatten(1).amax(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
+
+
+class Korhonen(Attack):
+    """Korhonen & You (2022)-style attack: signed-gradient steps masked by a Sobel activity map.
+
+    The perturbation concentrates on textured regions where it is least visible:
+    each step is ``alpha * sign(grad) * A``, A the Sobel magnitude of the clean image
+    scaled to [0, 1]; l-inf budget eps.
+    """
+
+    def default_alpha(self) -> float:
+        return self.eps / self.steps
+
+    def transform_grad(self, grad: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        if "mask" not in state:
+            state["mask"] = sobel_activity(state["x"])
+        return grad.sign() * state["mask"]
+
+    def step(self, grad: torch.Tensor) -> torch.Tensor:
+        return self.alpha * grad  # already signed and masked
+
+
+class ExpectedScore(nn.Module):
+    """Differentiable surrogate of a smoothed model: the mean of ``f(D(clip(x + sigma G)))``
+    over ``samples`` fresh noise draws per image (expectation over transformation).
+
+    Input (B, C, H, W), output (B,). Carries the base model's ``lower_better`` and
+    ``score_range`` so attacks can read them.
+    """
+
+    def __init__(self, smoothed: SmoothedIQA, samples: int = 8, seed: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(smoothed, SmoothedIQA):
+            raise TypeError(f"smoothed must be a certiqa.SmoothedIQA, got {type(smoothed).__name__}.")
+        self.smoothed = smoothed
+        self.samples = check_int("samples", samples)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        for name in ("lower_better", "score_range"):
+            if hasattr(smoothed.model, name):
+                setattr(self, name, getattr(smoothed.model, name))
+        # register the wrapped modules so eval-mode switching and device lookup reach them
+        self.base = smoothed.model if isinstance(smoothed.model, nn.Module) else None
+        self.denoiser = smoothed.denoiser if isinstance(smoothed.denoiser, nn.Module) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(device=x.device)
+            if self.seed is None:
+                self._generator.seed()
+            else:
+                self._generator.manual_seed(self.seed)
+        batch, k = x.shape[0], self.samples
+        repeated = x.repeat_interleave(k, dim=0)
+        noise = torch.randn(repeated.shape, generator=self._generator, device=x.device, dtype=x.dtype)
+        return self.smoothed.base_scores(repeated, noise).view(batch, k).mean(dim=1)
+
+
+class SmoothedPGDL2(PGDL2):
+    """Adaptive l2 PGD on a smoothed model: each step climbs the expectation over
+    ``samples`` noise draws of the base score (through the denoiser when the smoothed
+    model has one), the ``"away"`` direction chosen from the smoothed median.
+
+    ``attack = SmoothedPGDL2(smoothed, eps=0.25, steps=10, samples=8); x_adv = attack(x)``.
+    """
+
+    def __init__(
+        self, smoothed: SmoothedIQA, eps: float, *, samples: int = 8, seed: int | None = None, **kwargs: Any
+    ) -> None:
+        self.smoothed = smoothed
+        super().__init__(ExpectedScore(smoothed, samples, seed), eps, seed=seed, **kwargs)
+
+    def clean_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.smoothed.predict(x).to(x.device)
+
+
+def _check_attack_name(name: str) -> type[Attack]:
+    classes = {c.__name__: c for c in (FGSM, IFGSM, MIFGSM, PGD, PGDL2, Korhonen)}
+    if name not in classes:
+        raise ValueError(f"unknown attack {name!r}; choose from {sorted(classes)}.")
+    return classes[name]
+
+
+def make_attack(name: str, model: nn.Module | ScoreModel, eps: float, **kwargs: Any) -> Attack:
+    """Build an attack by class name (``"FGSM"``, ``"IFGSM"``, ``"MIFGSM"``, ``"PGD"``, ``"PGDL2"``, ``"Korhonen"``)."""
+    return _check_attack_name(name)(model, eps, **kwargs)
+
