@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, val_log.csv, denoiser.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", default=None, help="start from this denoiser file (same --arch/--arch-config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             weights=LossWeights(mse=args.w_mse, fidelity=args.w_fidelity, rank=args.w_rank, corr=args.w_corr,
                                 margin=args.margin),
             targets=args.targets, seed=args.seed, checkpoint_every=args.checkpoint_every,
-            epoch_steps=args.epoch_steps, val_every=args.val_every, val_n=args.val_n,
+            epoch_steps=args.epoch_steps, val_every=args.val_every, val_n=args.val_n, init=args.init,
         )
         model = build_base_model(args.model)
         images = load_images(args.data, resize=args.resize, include=args.include)

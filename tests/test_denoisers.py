@@ -3,6 +3,8 @@ certificate of denoised smoothing."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import math
 import os
@@ -348,6 +350,21 @@ def test_two_step_training_run(tmp_path):
     with pytest.raises(ValueError, match="different settings"):
         train_denoiser(model, _tiny_images(), TrainConfig(sigma=0.3, steps=3, crop=36, arch_config=TINY), tmp_path,
                        resume=True, progress=False)
+
+
+def test_training_starts_from_init_denoiser(tmp_path):
+    """init= starts from a trained denoiser; an architecture mismatch is refused."""
+    torch.manual_seed(0)
+    model = CNNIQA(4, 8)
+    base = TrainConfig(sigma=0.1, steps=1, batch_size=3, crop=36, arch_config=TINY, checkpoint_every=1)
+    first = train_denoiser(model, _tiny_images(), base, tmp_path / "a", progress=False)
+    zero_lr = dataclasses.replace(base, lr=1e-12, init=str(tmp_path / "a" / "denoiser.pt"))
+    second = train_denoiser(model, _tiny_images(), zero_lr, tmp_path / "b", progress=False)
+    for a, b in zip(first.denoiser.state_dict().values(), second.denoiser.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)  # started there, and (lr ~ 0) stayed there
+    other = dataclasses.replace(zero_lr, arch_config={**TINY, "features": TINY["features"] + 1})
+    with pytest.raises(ValueError, match="init denoiser"):
+        train_denoiser(model, _tiny_images(), other, tmp_path / "c", progress=False)
 
 
 def test_training_config_errors():

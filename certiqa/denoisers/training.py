@@ -37,7 +37,7 @@ from ..io import IMAGE_EXTENSIONS, find_images, read_image
 from ..losses import LossWeights, combined_loss
 from ..models.cnniqa import CNNIQA, read_checkpoint
 from ..smoothing import SmoothedIQA
-from . import ARCHITECTURES, save_denoiser
+from . import ARCHITECTURES, load_denoiser, save_denoiser
 
 __all__ = [
     "TrainImage",
@@ -144,7 +144,9 @@ class TrainConfig:
     ``sigma`` is a value or a (min, max) range drawn uniformly per crop; an epoch is
     ``epoch_steps`` steps (default: one pass over the images); validation runs at the end
     of every ``val_every`` epochs with ``val_n`` noise samples at ``val_sigma`` (default:
-    the middle of the sigma range)."""
+    the middle of the sigma range). ``init`` names a denoiser file (same architecture and
+    config) to start from instead of the identity, e.g. to fine-tune an MSE-trained
+    denoiser with the ranking loss."""
 
     sigma: float | tuple[float, float]
     steps: int
@@ -161,6 +163,7 @@ class TrainConfig:
     val_every: int = 1
     val_n: int = 16
     val_sigma: float | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.sigma_range
@@ -182,6 +185,8 @@ class TrainConfig:
         """The settings a resumed run must share with the run it continues (all but ``steps``)."""
         d = dataclasses.asdict(self)
         d.pop("steps")
+        if d["init"] is None:  # checkpoints written before the option existed stay resumable
+            d.pop("init")
         d["sigma"] = list(self.sigma_range)
         return d
 
@@ -357,6 +362,14 @@ def train_denoiser(
     np.random.seed(config.seed)
     random.seed(config.seed)
     denoiser = build_denoiser(config.arch, **config.arch_config).to(device)
+    if config.init is not None:
+        start = load_denoiser(config.init)
+        if type(start) is not type(denoiser) or start.config != denoiser.config:
+            raise ValueError(
+                f"init denoiser {config.init!r} is a {type(start).__name__} {start.config}; "
+                f"this run trains a {type(denoiser).__name__} {denoiser.config}."
+            )
+        denoiser.load_state_dict(start.state_dict())
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
     sampler = _Sampler(len(images), config.seed)
     step = 0
