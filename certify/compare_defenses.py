@@ -21,6 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.cli import resolve_device  # noqa: E402
 from certiqa import SmoothedIQA  # noqa: E402
 from certiqa.benchmark import (  # noqa: E402
     ATTACK_NORMS,
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     config = BenchmarkConfig.full() if args.full else BenchmarkConfig()
     overrides = {"sigma": args.sigma, "n": args.n, "n_eval": args.n_eval, "n_check": args.n_check,
                  "alpha": args.alpha, "steps": args.steps, "eot_samples": args.eot,

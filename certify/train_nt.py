@@ -20,6 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.cli import resolve_device  # noqa: E402
 from certiqa import nt  # noqa: E402
 from certiqa.io import find_images, load_image  # noqa: E402
 from certiqa.models import CNNIQA  # noqa: E402
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     h, lam = (args.h, args.lam) if args.pixel_units else nt.pixel_equivalent(args.h, args.lam)
     paths = find_images([p if Path(p).is_absolute() else args.data / p for p in args.images])
     if not paths:

@@ -24,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.cli import resolve_device  # noqa: E402
 from certiqa.denoisers import load_denoiser  # noqa: E402
 from certiqa.denoisers.evaluation import smoothed_records, summarise  # noqa: E402
 from certiqa.denoisers.training import build_base_model, load_images  # noqa: E402
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of the manifest")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="write per-image rows (CSV) and the summary (OUT.json)")
     return p
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     try:
         model = build_base_model(args.model).to(device).eval()
         images = load_images(args.data, resize=args.resize, min_size=33)[: args.limit]

@@ -21,6 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.cli import resolve_device  # noqa: E402
 from certiqa.denoisers.training import TrainConfig, build_base_model, load_images, train_denoiser  # noqa: E402
 from certiqa.losses import LossWeights  # noqa: E402
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-steps", type=int, default=None, help="steps per epoch (default: one pass over the images)")
     p.add_argument("--val-every", type=int, default=1, help="validate every this many epochs")
     p.add_argument("--val-n", type=int, default=16, help="noise samples per validation image")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, val_log.csv, denoiser.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     if len(args.sigma) not in (1, 2):
         raise SystemExit("train.py: error: --sigma takes one value or MIN MAX.")
     try:
