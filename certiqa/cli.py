@@ -10,7 +10,7 @@ import torch
 
 from . import __version__
 from .io import find_images
-from .models import CNNIQA
+from .models import CNNIQA, default_model
 from .runner import certify_paths, format_table, write_results
 from .smoothing import SmoothedIQA
 
@@ -26,10 +26,8 @@ def _device(name: str) -> torch.device:
 
 
 def _load_model(args: argparse.Namespace) -> CNNIQA:
-    if args.weights is None:
-        raise SystemExit("certiqa: error: --weights FILE (CNNIQA weights) is required.")
     try:
-        return CNNIQA.from_file(args.weights)
+        return default_model() if args.weights is None else CNNIQA.from_file(args.weights)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"certiqa: error: {err}") from None
 
@@ -74,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Median-smoothed scores and certified intervals under l2 perturbations of norm <= eps.",
     )
     cert.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
-    cert.add_argument("--weights", metavar="FILE", help="CNNIQA state dict")
+    cert.add_argument("--weights", metavar="FILE", help="CNNIQA state dict (default: the embedded default model)")
     cert.add_argument("--sigma", type=float, default=0.12, help="noise level in [0, 1] pixel units (0.12)")
     cert.add_argument("--eps", type=float, default=0.05, help="l2 radius to certify (0.05)")
     cert.add_argument("--n", type=int, default=1000, help="noise samples per image (1000)")
