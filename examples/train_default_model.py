@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=DEFAULT_CONFIG["kernels"])
     parser.add_argument("--hidden", type=int, default=DEFAULT_CONFIG["hidden"])
     parser.add_argument("--crops-per-version", type=int, default=6)
+    parser.add_argument("--pristine-copies", type=int, default=10, help="undistorted versions per photo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -48,14 +49,10 @@ def main() -> None:
         print(f"note: kernels/hidden differ from certiqa.models.DEFAULT_CONFIG {DEFAULT_CONFIG}; "
               "default_model() will not load this file unless the config is changed too.")
     start = time.perf_counter()
-    train = build_synthetic_dataset(
-        load_skimage_photos(TRAINING_PHOTOS), crops_per_version=args.crops_per_version, seed=args.seed,
-        progress=not args.quiet,
-    )
-    val = build_synthetic_dataset(
-        load_skimage_photos(VALIDATION_PHOTOS), crops_per_version=args.crops_per_version, seed=args.seed + 1,
-        progress=not args.quiet,
-    )
+    options = dict(crops_per_version=args.crops_per_version, pristine_copies=args.pristine_copies,
+                   progress=not args.quiet)
+    train = build_synthetic_dataset(load_skimage_photos(TRAINING_PHOTOS), seed=args.seed, **options)
+    val = build_synthetic_dataset(load_skimage_photos(VALIDATION_PHOTOS), seed=args.seed + 1, **options)
     data_seconds = time.perf_counter() - start
     print(f"{len(train)} training crops from {len(TRAINING_PHOTOS)} photos, {len(val)} validation crops "
           f"from {len(VALIDATION_PHOTOS)} photos ({data_seconds:.1f} s)")
