@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = {
-        "certiqa default (CNNIQA-small, synthetic SSIM labels)": default_model(),
+        "certiqa default_model() (CNNIQA, synthetic SSIM labels)": default_model(),
         "CNNIQA-LIVE (published weights)": CNNIQA.from_file(args.weights or args.data / "models" / "cnniqa-live.pt"),
     }
     results = {name: evaluate_model(model, args.data, progress=not args.quiet) for name, model in models.items()}
