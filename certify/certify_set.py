@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from certiqa.cli import add_model_arguments, load_model_from_args, resolve_device
+from certiqa.cli import add_model_arguments, load_denoiser_from_args, load_model_from_args, resolve_device
 from certiqa.data import CSVDataset
 from certiqa.runner import certify_paths, summarize_by_eps, write_results
 from certiqa.smoothing import SmoothedIQA
@@ -44,12 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     model = load_model_from_args(args).to(device)
+    denoiser = load_denoiser_from_args(args)
     data = CSVDataset(args.root, args.table, scale=tuple(args.scale), higher_is_better=not args.lower_better,
                       path_column=args.path_column, score_column=args.score_column, skip_unscored=True,
                       where=dict(w.split("=", 1) for w in args.where))
     samples = data.samples[: args.limit]
     smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                           seed=args.seed)
+                           seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None)
     run = certify_paths(smoothed, [s.path for s in samples], args.eps, min_size=model.min_size, resize=args.resize)
     scores = {str(s.path): s.score for s in samples}
     for row in run.rows:

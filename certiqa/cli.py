@@ -10,11 +10,14 @@ import torch
 
 from . import __version__
 from .io import find_images
-from .models import CNNIQA
+from torch import nn
+
+from .denoisers import load_denoiser, pretrained
+from .models import CNNIQA, default_model
 from .runner import certify_paths, check_output_path, format_table, write_results
 from .smoothing import SmoothedIQA
 
-__all__ = ["main", "build_parser", "add_model_arguments", "load_model_from_args", "resolve_device"]
+__all__ = ["main", "build_parser", "add_model_arguments", "load_model_from_args", "load_denoiser_from_args", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,17 +30,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose the model and the device (shared with the scripts in certify/)."""
-    parser.add_argument("--weights", metavar="FILE", help="CNNIQA state dict")
+    """The options that choose the model, the denoiser and the device (shared with certify/ scripts)."""
+    parser.add_argument("--weights", metavar="FILE", help="CNNIQA state dict (default: the embedded default model)")
+    parser.add_argument("--denoiser", metavar="FILE|pretrained",
+                        help="denoiser file (certiqa.denoisers.save_denoiser) put before the model inside the "
+                             "smoothing; 'pretrained' takes the shipped one for the default model at --sigma")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def load_model_from_args(args: argparse.Namespace) -> CNNIQA:
     """The model named by :func:`add_model_arguments`' options; a bad file exits with its reason."""
-    if args.weights is None:
-        raise SystemExit("certiqa: error: --weights FILE (CNNIQA weights) is required.")
     try:
-        return CNNIQA.from_file(args.weights)
+        return default_model() if args.weights is None else CNNIQA.from_file(args.weights)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"certiqa: error: {err}") from None
+
+
+def load_denoiser_from_args(args: argparse.Namespace) -> nn.Module | None:
+    """The denoiser named by ``--denoiser`` (None without one); a bad file exits with its reason."""
+    if args.denoiser is None:
+        return None
+    try:
+        if args.denoiser == "pretrained":
+            if args.weights is not None:
+                raise ValueError("--denoiser pretrained was trained for the default model; drop --weights "
+                                 "or give a denoiser file trained for your model.")
+            return pretrained(args.sigma)
+        return load_denoiser(args.denoiser)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"certiqa: error: {err}") from None
 
@@ -48,11 +67,14 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: --eps must be >= 0, got {bad[0]}.")
     device = resolve_device(args.device)
     model = load_model_from_args(args).to(device)
+    denoiser = load_denoiser_from_args(args)
+    denoiser = denoiser.to(device) if denoiser is not None else None
     try:
         if args.out:
             check_output_path(args.out)
         smoothed = SmoothedIQA(
-            model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed
+            model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
+            denoiser=denoiser,
         )
         paths = find_images(args.paths)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -1,0 +1,167 @@
+"""Evaluate NR-IQA models on the real images of a shared data folder.
+
+The folder layout is the one of ``../shared/data`` (see its README): a
+``manifest.csv`` with columns ``file, dataset, score, scale_min, scale_max,
+higher_is_better, ...``, labelled images with human scores in ``images/labelled``
+and LIVE distortion ladders in ``images/ladders`` scored by SSIM to their reference.
+
+Two measurements:
+
+* ``labelled``: every human score is oriented and normalised to a *goodness* in
+  [0, 1] (``(score - min) / (max - min)``, flipped when lower is better, e.g.
+  LIVE DMOS), then SROCC and PLCC (no logistic mapping: too few points) between
+  the model's goodness and it, pooled over all datasets. Scales of different
+  datasets are not strictly comparable, and there are few images: indicative only.
+* ``ladders``: for each (reference, distortion) group of a LIVE ladder, the SROCC
+  and PLCC between the model's goodness and the SSIM to the reference; reported as
+  the mean over groups (and per distortion).
+
+A model's goodness is its score, negated when ``model.lower_better`` is True.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .io import load_image
+from .metrics import plcc, srocc
+
+__all__ = ["ManifestRow", "read_manifest", "goodness_scores", "EvaluationResult", "evaluate_model", "markdown_table"]
+
+_LADDER = re.compile(r"live_(?P<distortion>[a-z0-9]+)_(?P<reference>[a-z0-9]+)_(?P<step>\d+)\.\w+$")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    file: str
+    dataset: str
+    score: float
+    scale_min: float
+    scale_max: float
+    higher_is_better: bool
+
+
+def read_manifest(data_dir: str | os.PathLike) -> list[ManifestRow]:
+    """Rows of ``data_dir/manifest.csv`` that carry a score (references and weights are skipped)."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest.csv in {data_dir}; pass the shared data folder (../shared/data).")
+    rows = []
+    with path.open(newline="") as handle:
+        for rec in csv.DictReader(handle):
+            if not rec["score"] or not rec["higher_is_better"]:
+                continue
+            rows.append(
+                ManifestRow(
+                    file=rec["file"],
+                    dataset=rec["dataset"],
+                    score=float(rec["score"]),
+                    scale_min=float(rec["scale_min"]),
+                    scale_max=float(rec["scale_max"]),
+                    higher_is_better=rec["higher_is_better"].strip() == "1",
+                )
+            )
+    return rows
+
+
+@torch.no_grad()
+def goodness_scores(
+    model: nn.Module, paths: Sequence[str | os.PathLike], *, progress: bool = False, desc: str = "scoring"
+) -> np.ndarray:
+    """Score each image file (one at a time, full resolution) and orient so that higher = better."""
+    model.eval()
+    sign = -1.0 if getattr(model, "lower_better", False) else 1.0
+    device = next(model.parameters()).device
+    out = []
+    for path in tqdm(paths, desc=desc, disable=not progress):
+        x = load_image(path).unsqueeze(0).to(device)
+        out.append(sign * float(model(x)))
+    return np.asarray(out, dtype=np.float64)
+
+
+@dataclass
+class EvaluationResult:
+    """Correlations of one model; ``ladder_by_distortion`` maps a distortion to its mean group SROCC."""
+
+    labelled_srocc: float
+    labelled_plcc: float
+    labelled_n: int
+    ladder_srocc: float
+    ladder_plcc: float
+    ladder_groups: int
+    ladder_by_distortion: dict[str, float]
+
+
+def evaluate_model(model: nn.Module, data_dir: str | os.PathLike, *, progress: bool = False) -> EvaluationResult:
+    """Labelled-image and ladder correlations of ``model`` on the data folder (see the module doc)."""
+    data_dir = Path(data_dir)
+    rows = read_manifest(data_dir)
+    labelled = [r for r in rows if r.file.startswith("images/labelled/")]
+    ladders = [r for r in rows if r.file.startswith("images/ladders/")]
+    if len(labelled) < 3 or not ladders:
+        raise ValueError(f"{data_dir}/manifest.csv has {len(labelled)} labelled and {len(ladders)} ladder images; "
+                         "need >= 3 and >= 1.")
+    truth = np.array(
+        [
+            (r.score - r.scale_min) / (r.scale_max - r.scale_min) if r.higher_is_better
+            else (r.scale_max - r.score) / (r.scale_max - r.scale_min)
+            for r in labelled
+        ]
+    )
+    pred = goodness_scores(model, [data_dir / r.file for r in labelled], progress=progress, desc="labelled")
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, r in enumerate(ladders):
+        match = _LADDER.search(r.file)
+        if match is None:
+            raise ValueError(f"ladder file name {r.file!r} is not live_<distortion>_<reference>_<step>.<ext>.")
+        groups[(match["distortion"], match["reference"])].append(i)
+    ladder_pred = goodness_scores(model, [data_dir / r.file for r in ladders], progress=progress, desc="ladders")
+    ssim = np.array([r.score for r in ladders])
+    per_group_s, per_group_p = {}, {}
+    for key, idx in sorted(groups.items()):
+        if len(idx) >= 3:
+            per_group_s[key] = srocc(ladder_pred[idx], ssim[idx])
+            per_group_p[key] = plcc(ladder_pred[idx], ssim[idx], mapping="none")
+    by_distortion: dict[str, list[float]] = defaultdict(list)
+    for (distortion, _), value in per_group_s.items():
+        by_distortion[distortion].append(value)
+    return EvaluationResult(
+        labelled_srocc=srocc(pred, truth),
+        labelled_plcc=plcc(pred, truth, mapping="none"),
+        labelled_n=len(labelled),
+        ladder_srocc=float(np.mean(list(per_group_s.values()))),
+        ladder_plcc=float(np.mean(list(per_group_p.values()))),
+        ladder_groups=len(per_group_s),
+        ladder_by_distortion={k: float(np.mean(v)) for k, v in sorted(by_distortion.items())},
+    )
+
+
+def markdown_table(results: Mapping[str, EvaluationResult]) -> str:
+    """A markdown table with one row per model."""
+    distortions = sorted({d for r in results.values() for d in r.ladder_by_distortion})
+    head = (
+        ["model", "labelled SROCC", "labelled PLCC", "ladder SROCC (mean)", "ladder PLCC (mean)"]
+        + [f"ladder SROCC {d}" for d in distortions]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [
+            name,
+            f"{r.labelled_srocc:.3f} (n={r.labelled_n})",
+            f"{r.labelled_plcc:.3f}",
+            f"{r.ladder_srocc:.3f} ({r.ladder_groups} groups)",
+            f"{r.ladder_plcc:.3f}",
+        ] + [f"{r.ladder_by_distortion.get(d, float('nan')):.3f}" for d in distortions]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
