@@ -30,10 +30,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import bounds, metrics, robustness
+from statsmodels.stats.proportion import proportion_confint
+
+from . import metrics, robustness
 from .attacks import ExpectedScore, SmoothedPGDL2, make_attack
 from .io import read_image
-from .smoothing import SmoothedIQA, _median
+from .smoothing import SmoothedIQA, certify_samples
 
 __all__ = [
     "Defense",
@@ -268,20 +270,18 @@ def _certify_rows(
     """Certified widths at every l2 budget and the soundness counts of those certificates."""
     smoothed = _with_n(defense.smoothed, config.n, config.seed + 1)
     checker = _with_n(defense.smoothed, config.n_check, config.seed + 2)
-    samples = [smoothed.sample(im.image[None])[0] for im in images]
+    samples = torch.stack([smoothed.sample(im.image[None])[0] for im in images])
     bar = tqdm(total=len(config.l2_budgets) * len(images), desc=f"soundness of {defense.name}", disable=not progress)
     for eps in config.l2_budgets:
-        k_lo, k_hi = bounds.bound_ranks(config.n, smoothed.sigma, eps, config.alpha)
+        cert = certify_samples(samples, eps, smoothed.sigma, config.alpha)
         label = _budget_label("l2", eps)
-        if k_lo is None or k_hi is None:
+        if not bool(cert.certified.any()):
             result.add(f"certified {label}: width (certified/images)", defense.name, f"none/{len(images)}")
             result.add(f"soundness {label}: violations/certificates", defense.name, "n/a")
             bar.update(len(images))
             continue
-        widths, violations = [], 0
-        for im, s in zip(images, samples):
-            lower, upper = float(s[k_lo - 1]), float(s[k_hi - 1])
-            widths.append(upper - lower)
+        violations = 0
+        for i, im in enumerate(images):
             escaped = False
             for direction in ("up", "down"):
                 attack = SmoothedPGDL2(
@@ -289,15 +289,22 @@ def _certify_rows(
                     seed=config.seed,
                 )
                 moved = float(checker.predict(attack(im.image[None])))
-                escaped |= not lower <= moved <= upper
+                escaped |= not float(cert.lower[i]) <= moved <= float(cert.upper[i])
             violations += int(escaped)
             bar.update(1)
-        mean_width = sum(widths) / len(widths)
-        result.add(f"certified {label}: width (certified/images)", defense.name, f"{mean_width:.3g} ({len(widths)}/{len(images)})")
-        result.add(f"soundness {label}: violations/certificates", defense.name, f"{violations}/{len(widths)} (alpha={config.alpha:g})")
+        certified = int(cert.certified.sum())
+        mean_width = float(cert.width[cert.certified].mean())
+        # exact (Clopper-Pearson) 95% upper bound on the violation rate, to read against alpha
+        _, rate_hi = proportion_confint(violations, certified, alpha=0.05, method="beta")
+        result.add(f"certified {label}: width (certified/images)", defense.name, f"{mean_width:.3g} ({certified}/{len(images)})")
+        result.add(
+            f"soundness {label}: violations/certificates",
+            defense.name,
+            f"{violations}/{certified} (rate <= {rate_hi:.2g} at 95%; alpha={config.alpha:g})",
+        )
     bar.close()
-    sample_medians = torch.stack([_median(s[None])[0] for s in samples])
-    result.add("smoothed median, mean over images (n)", defense.name, float(sample_medians.mean()))
+    result.add("smoothed median, mean over images (n)", defense.name, float(certify_samples(
+        samples, 0.0, smoothed.sigma, config.alpha).median.mean()))
 
 
 def format_markdown(result: BenchmarkResult, digits: int = 3) -> str:
