@@ -7,12 +7,12 @@ Python float. Ties are handled as scipy does (average ranks; Kendall tau-b).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, Hashable, Literal, Sequence
 
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["srocc", "krocc", "plcc", "rmse", "logistic_fit", "logistic4", "logistic5"]
+__all__ = ["srocc", "krocc", "plcc", "rmse", "grouped_srocc", "logistic_fit", "logistic4", "logistic5"]
 
 Mapping = Literal["logistic5", "logistic4", "none"]
 
@@ -119,3 +119,23 @@ def rmse(pred: Any, target: Any, mapping: Mapping = "none") -> float:
     """Root-mean-square error, raw by default or after a logistic mapping."""
     p, t = _pair(pred, target)
     return float(np.sqrt(np.mean((_fit(p, t, mapping)[0] - t) ** 2)))
+
+
+def grouped_srocc(pred: Any, target: Any, groups: Sequence[Hashable]) -> tuple[float, int]:
+    """Mean SROCC within each group (e.g. one reference x distortion ladder) of >= 3 images
+    whose predictions and targets are not constant; returns (mean, groups used), (nan, 0)
+    when no group qualifies."""
+    pred_a, target_a = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if not len(pred_a) == len(target_a) == len(groups):
+        raise ValueError(f"pred, target and groups must have one entry per image, got "
+                         f"{len(pred_a)}, {len(target_a)} and {len(groups)}.")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    values = [
+        srocc(pred_a[idx], target_a[idx])
+        for idx in members.values()
+        if len(idx) >= 3 and np.ptp(pred_a[idx]) > 0 and np.ptp(target_a[idx]) > 0
+    ]
+    return (float(np.mean(values)), len(values)) if values else (float("nan"), 0)
+

@@ -23,7 +23,8 @@ from PIL import Image
 
 from certiqa import SmoothedIQA
 from certiqa.denoisers import DnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
-from certiqa.denoisers.evaluation import ladder_srocc, smoothed_records, summarise
+from certiqa.denoisers.evaluation import smoothed_records, summarise
+from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
     TrainImage,
@@ -304,7 +305,7 @@ def test_build_base_model_specs(tmp_path):
 
 
 def test_ladder_srocc_and_summary():
-    mean, used = ladder_srocc([1, 2, 3, 3, 2, 1, 5], [1, 2, 3, 1, 2, 3, 0], ["a", "a", "a", "b", "b", "b", "c"])
+    mean, used = grouped_srocc([1, 2, 3, 3, 2, 1, 5], [1, 2, 3, 1, 2, 3, 0], ["a", "a", "a", "b", "b", "b", "c"])
     assert used == 2 and mean == pytest.approx(0.0)
     rows = [{"name": f"images/ladders/x_{i}.png", "score": float(i), "clean": float(i), "median": float(-i),
              "width_0.1": 1.0 if i else math.inf} for i in range(6)]

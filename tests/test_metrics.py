@@ -140,3 +140,16 @@ def test_logistic_mappings_on_fewer_pairs_than_parameters(mapping):
 def test_uncorrelated_pairs_give_zero_plcc():
     # exactly zero covariance: the fitted line is flat and PLCC is 0, not noise
     assert plcc([1, 2, 3], [1, 0, 1], mapping="logistic5") == pytest.approx(0, abs=1e-12)
+
+
+def test_grouped_srocc_hand_values_and_errors():
+    from certiqa.metrics import grouped_srocc
+
+    # group a perfectly ordered (+1), group b reversed (-1), group c too small, group d constant target
+    mean, used = grouped_srocc([1, 2, 3, 3, 2, 1, 5, 1, 2, 3], [1, 2, 3, 1, 2, 3, 0, 4, 4, 4],
+                               ["a", "a", "a", "b", "b", "b", "c", "d", "d", "d"])
+    assert (mean, used) == (0.0, 2)
+    nan, none = grouped_srocc([1, 2], [2, 1], ["a", "a"])
+    assert none == 0 and nan != nan
+    with pytest.raises(ValueError, match="one entry per image"):
+        grouped_srocc([1, 2, 3], [1, 2, 3], ["a", "a"])

@@ -4,18 +4,17 @@ base scores, ordinal agreement within ladders of one distortion, certified width
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import bounds, metrics
-from ..smoothing import SmoothedIQA
+from .. import metrics
+from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
 
-__all__ = ["smoothed_records", "ladder_srocc", "summarise"]
+__all__ = ["smoothed_records", "summarise"]
 
 
 def smoothed_records(
@@ -36,34 +35,19 @@ def smoothed_records(
     eps, the certified width (upper - lower; inf where not certifiable), all from one set of
     ``n`` sorted samples per image (the same order statistics as :meth:`SmoothedIQA.certify`)."""
     smoothed = SmoothedIQA(model, sigma, n=n, alpha=alpha, batch_size=batch_size, denoiser=denoiser, seed=seed)
-    ranks = {e: bounds.bound_ranks(n, sigma, e, alpha) for e in eps}
     device = smoothed.device_for(images[0].image) if images else torch.device("cpu")
     rows = []
     for im in tqdm(images, desc=desc, disable=not progress, dynamic_ncols=True):
         x = im.image.unsqueeze(0)
-        samples = smoothed.sample(x)[0].cpu()
+        samples = smoothed.sample(x).cpu()
         with torch.no_grad():
             clean = float(model.eval()(x.to(device)).reshape(()))
-        row = {"name": im.name, "score": im.score, "clean": clean, "median": float(samples[math.ceil(n / 2) - 1])}
-        for e, (k_lo, k_hi) in ranks.items():
-            ok = k_lo is not None and k_hi is not None
-            row[f"width_{e:g}"] = float(samples[k_hi - 1] - samples[k_lo - 1]) if ok else math.inf
+        certs = [certify_samples(samples, e, sigma, alpha) for e in eps]
+        row = {"name": im.name, "score": im.score, "clean": clean, "median": float(certs[0].median[0])}
+        for e, cert in zip(eps, certs):
+            row[f"width_{e:g}"] = float(cert.width[0])  # inf where not certifiable
         rows.append(row)
     return rows
-
-
-def ladder_srocc(pred: Sequence[float], target: Sequence[float], groups: Sequence[str]) -> tuple[float, int]:
-    """Mean SROCC of pred vs target within each group of >= 3 images with non-constant values;
-    returns (mean, number of groups used); (nan, 0) when no group qualifies."""
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    values = []
-    for idx in members.values():
-        p, t = [pred[i] for i in idx], [target[i] for i in idx]
-        if len(idx) >= 3 and len(set(p)) > 1 and len(set(t)) > 1:
-            values.append(metrics.srocc(p, t))
-    return (sum(values) / len(values), len(values)) if values else (math.nan, 0)
 
 
 def summarise(
@@ -83,7 +67,7 @@ def summarise(
     }
     lad = [r for r in rows if r["name"] in ladder_of and r["score"] is not None]
     sign = -1.0 if lower_better else 1.0
-    out["ladder_srocc"], out["ladders"] = ladder_srocc(
+    out["ladder_srocc"], out["ladders"] = metrics.grouped_srocc(
         [sign * r["median"] for r in lad], [r["score"] for r in lad], [ladder_of[r["name"]] for r in lad]
     )
     for e in eps:
