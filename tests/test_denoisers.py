@@ -3,9 +3,9 @@ certificate of denoised smoothing."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -130,6 +130,31 @@ def test_bad_checkpoint_errors(tmp_path):
         load_denoiser(tmp_path / "arch.pt")
     with pytest.raises(TypeError, match="save_denoiser saves"):
         save_denoiser(torch.nn.Conv2d(3, 3, 1), tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("sigma", [0.06, 0.12, 0.25])
+def test_pretrained_denoisers_ship_for_the_default_model(sigma):
+    den = pretrained(sigma)
+    assert isinstance(den, DnCNN) and not den.training
+    assert den.meta["sigma"] == [sigma, sigma] and den.meta["base_model"] == "default"
+    assert den.meta["loss_weights"]["rank"] > 0  # trained with the ranking loss
+
+
+def test_pretrained_denoiser_keeps_the_default_models_order_on_the_examples():
+    """Clean default-model scores order chelsea (clean) above coffee (blurred); so does the
+    smoothed median with the shipped sigma-0.12 denoiser, and it is far closer to the clean level."""
+    from certiqa.io import load_image
+    from certiqa.models import default_model
+
+    model = default_model()
+    folder = Path(__file__).resolve().parents[1] / "examples" / "images"
+    x = torch.stack([load_image(folder / name) for name in ("chelsea_clean.png", "coffee_blur3.png")])
+    with torch.no_grad():
+        clean = model(x)
+    plain = SmoothedIQA(model, 0.12, n=24, seed=0).predict(x)
+    denoised = SmoothedIQA(model, 0.12, n=24, seed=0, denoiser=pretrained(0.12)).predict(x)
+    assert clean[0] > clean[1] and denoised[0] > denoised[1]
+    assert (denoised - clean).abs().max() < (plain - clean).abs().min()
 
 
 def test_pretrained_unknown_sigma():

@@ -450,6 +450,7 @@ def train_denoiser(
     save_denoiser(
         denoiser, out / "denoiser.pt", sigma=list(config.sigma_range), steps=step, score_scale=score_scale,
         loss_weights=dataclasses.asdict(config.weights), crop=config.crop, seed=config.seed, targets=config.targets,
+        init=config.init,
         **(meta or {}),
     )
     return TrainResult(denoiser=denoiser, step=step, validation=last_val)
