@@ -3,7 +3,7 @@ median smoothing, and median smoothing with a denoiser.
 
 Writes OUT/table.md, OUT/results.csv and (with matplotlib) OUT/plot.png.
 
-Small CPU setting (the defaults; see notes/README-issue5.md for its measured table):
+Small CPU setting (the defaults; see the README for its measured table):
     python certify/compare_defenses.py --nt-weights runs/nt-cnniqa-live/model.pt --out runs/compare
 GPU setting:
     python certify/compare_defenses.py --full --device cuda --nt-weights ... --denoiser ... --out runs/compare-full

@@ -4,8 +4,8 @@ Without --labels: fine-tuning that keeps the pretrained model's own clean scores
 (L_IQA = |f(x) - f0(x)|) on random crops of the images. With --labels FILE.csv
 (columns file,score; scores on the model's scale): training on those scores.
 
-Example (the run in notes/README-issue5.md):
-    python certify/train_nt.py --out runs/nt-cnniqa-live --steps 300
+Example (the run measured in the README):
+    python certify/train_nt.py --out runs/nt-cnniqa-live --steps 500
 """
 
 from __future__ import annotations

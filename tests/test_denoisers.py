@@ -3,7 +3,6 @@ certificate of denoised smoothing."""
 
 from __future__ import annotations
 
-
 import csv
 import dataclasses
 import math
