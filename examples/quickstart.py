@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from certiqa import SmoothedIQA
 from certiqa.denoisers import pretrained
 from certiqa.io import load_image
@@ -24,7 +26,8 @@ def main() -> None:
 
     model = default_model()                       # any nn.Module: (B, C, H, W) in [0, 1] -> (B,)
     x = load_image(args.image).unsqueeze(0)       # (1, 3, H, W) float in [0, 1]
-    print(f"clean score: {float(model(x)):.2f} (higher is better: {not model.lower_better})")
+    with torch.no_grad():
+        print(f"clean score: {float(model(x)):.2f} (higher is better: {not model.lower_better})")
     for denoiser in (None, pretrained(0.12)):     # the shipped denoiser for the default model at sigma 0.12
         smoothed = SmoothedIQA(model, sigma=0.12, n=args.n, alpha=0.001, seed=0, denoiser=denoiser)
         result = smoothed.certify(x, eps=0.05)    # holds for every l2 perturbation of norm <= 0.05
