@@ -58,13 +58,14 @@ def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) 
 def correlation_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """1 - Pearson correlation of pred and target (in [0, 2]); needs B >= 2.
 
-    Invariant to positive affine maps of either argument; ``eps`` guards a constant batch."""
+    Exactly invariant to positive affine maps of either argument; ``eps`` is a floor on
+    the denominator that only guards a constant batch."""
     _check_pair(pred, target)
     if pred.shape[0] < 2:
         raise ValueError(f"correlation_loss needs a batch of at least 2 scores, got {pred.shape[0]}.")
     p = pred - pred.mean()
     t = target - target.mean()
-    return 1.0 - (p * t).sum() / (p.norm() * t.norm() + eps)
+    return 1.0 - (p * t).sum() / (p.norm() * t.norm()).clamp_min(eps)
 
 
 @dataclass(frozen=True)
