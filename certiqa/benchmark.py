@@ -34,7 +34,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from . import metrics, robustness
 from .attacks import ExpectedScore, SmoothedPGDL2, make_attack
-from .io import read_image
+from .evaluation import read_manifest
+from .io import IMAGE_EXTENSIONS, read_image
 from .smoothing import SmoothedIQA, certify_samples
 
 __all__ = [
@@ -143,23 +144,19 @@ def load_benchmark_images(data: str | Path, count: int, resize: int | None = 192
     normalised to [0, 1], higher = better), then distorted, reference and ladder images,
     in manifest order; shorter side resized to ``resize``."""
     data = Path(data)
-    with open(data / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = [r for r in read_manifest(data, scored_only=False) if r.file.lower().endswith(IMAGE_EXTENSIONS)]
     order = ("images/labelled/", "images/distorted/", "images/reference/", "images/ladders/")
-    chosen = [r for prefix in order for r in rows if r["file"].startswith(prefix)][:count]
+    chosen = [r for prefix in order for r in rows if r.file.startswith(prefix)][:count]
     if len(chosen) < count:
         raise ValueError(f"asked for {count} images but {data / 'manifest.csv'} lists {len(chosen)}.")
-    images = []
-    for r in chosen:
-        human = None
-        if r["file"].startswith("images/labelled/") and r["score"]:
-            lo, hi = float(r["scale_min"]), float(r["scale_max"])
-            human = (float(r["score"]) - lo) / (hi - lo)
-            if r["higher_is_better"] == "0":
-                human = 1.0 - human
-        image = read_image(data / r["file"], resize=resize, min_size=33).image
-        images.append(BenchmarkImage(Path(r["file"]).name, image, human))
-    return images
+    return [
+        BenchmarkImage(
+            Path(r.file).name,
+            read_image(data / r.file, resize=resize, min_size=33).image,
+            r.goodness if r.file.startswith("images/labelled/") else None,
+        )
+        for r in chosen
+    ]
 
 
 def _budget_label(norm: str, eps: float) -> str:

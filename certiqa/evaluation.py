@@ -44,32 +44,48 @@ _LADDER = re.compile(r"live_(?P<distortion>[a-z0-9]+)_(?P<reference>[a-z0-9]+)_(
 
 @dataclass(frozen=True)
 class ManifestRow:
+    """One row of ``manifest.csv``; ``score`` and its scale are None for unscored files."""
+
     file: str
     dataset: str
-    score: float
-    scale_min: float
-    scale_max: float
-    higher_is_better: bool
+    score: float | None
+    scale_min: float | None
+    scale_max: float | None
+    higher_is_better: bool | None
+
+    @property
+    def goodness(self) -> float | None:
+        """The score mapped to [0, 1] on its own scale, higher = better (None if unscored)."""
+        if self.score is None or self.scale_min is None or self.scale_max is None:
+            return None
+        value = (self.score - self.scale_min) / (self.scale_max - self.scale_min)
+        return value if self.higher_is_better else 1.0 - value
 
 
-def read_manifest(data_dir: str | os.PathLike) -> list[ManifestRow]:
-    """Rows of ``data_dir/manifest.csv`` that carry a score (references and weights are skipped)."""
+def read_manifest(data_dir: str | os.PathLike, *, scored_only: bool = True) -> list[ManifestRow]:
+    """Rows of ``data_dir/manifest.csv``, in file order; with ``scored_only`` (the default)
+    only those that carry a score (references and weights are skipped)."""
     path = Path(data_dir) / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no manifest.csv in {data_dir}; pass the shared data folder (../shared/data).")
+
+    def number(text: str) -> float | None:
+        return float(text) if text.strip() else None
+
     rows = []
     with path.open(newline="") as handle:
         for rec in csv.DictReader(handle):
-            if not rec["score"] or not rec["higher_is_better"]:
+            scored = bool(rec["score"].strip() and rec["higher_is_better"].strip())
+            if scored_only and not scored:
                 continue
             rows.append(
                 ManifestRow(
                     file=rec["file"],
                     dataset=rec["dataset"],
-                    score=float(rec["score"]),
-                    scale_min=float(rec["scale_min"]),
-                    scale_max=float(rec["scale_max"]),
-                    higher_is_better=rec["higher_is_better"].strip() == "1",
+                    score=number(rec["score"]) if scored else None,
+                    scale_min=number(rec["scale_min"]),
+                    scale_max=number(rec["scale_max"]),
+                    higher_is_better=rec["higher_is_better"].strip() == "1" if scored else None,
                 )
             )
     return rows
@@ -112,13 +128,7 @@ def evaluate_model(model: nn.Module, data_dir: str | os.PathLike, *, progress: b
     if len(labelled) < 3 or not ladders:
         raise ValueError(f"{data_dir}/manifest.csv has {len(labelled)} labelled and {len(ladders)} ladder images; "
                          "need >= 3 and >= 1.")
-    truth = np.array(
-        [
-            (r.score - r.scale_min) / (r.scale_max - r.scale_min) if r.higher_is_better
-            else (r.scale_max - r.score) / (r.scale_max - r.scale_min)
-            for r in labelled
-        ]
-    )
+    truth = np.array([r.goodness for r in labelled])
     pred = goodness_scores(model, [data_dir / r.file for r in labelled], progress=progress, desc="labelled")
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, r in enumerate(ladders):
