@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import bounds
+from .noise import GaussianStreams
 from ._checks import (
     check_images,
     check_int,
@@ -116,12 +117,14 @@ class SmoothedIQA:
         denoiser: optional ``nn.Module`` or callable applied to each noisy image
             before the model; also part of the smoothed function.
         seed: with a seed, every call draws the same noise, so results are a
-            deterministic function of the input on a given device; without one,
-            fresh noise is drawn on every call.
+            deterministic function of the input for a given device and batch_size
+            (whatever the number of threads); without one, fresh noise is drawn on
+            every call.
 
     Noise is drawn on the model's device (that of its first parameter; the input's
-    device for parameter-free callables). Model and denoiser run in eval mode under
-    ``torch.inference_mode`` and their modes are restored afterwards.
+    device for parameter-free callables) by :class:`certiqa.noise.GaussianStreams`
+    into one reused buffer of ``batch_size`` images. Model and denoiser run in eval
+    mode under ``torch.inference_mode`` and their modes are restored afterwards.
     """
 
     def __init__(
@@ -189,19 +192,12 @@ class SmoothedIQA:
         x = x.to(device)
         batch = x.shape[0]
         total = batch * n
-        generator = torch.Generator(device=device)
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
-        chunks = []
-        with torch.inference_mode(), _eval_mode(self.model, self.denoiser):
+        samples: torch.Tensor | None = None
+        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(self.seed, device) as noise:
+            buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=x.dtype)
             for start in range(0, total, self.batch_size):
                 stop = min(start + self.batch_size, total)
-                noise = torch.randn(
-                    (stop - start,) + tuple(x.shape[1:]), generator=generator, device=device, dtype=x.dtype
-                )
-                z = noise.mul_(self.sigma)
+                z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
                 for image in range(start // n, (stop - 1) // n + 1):  # images overlapping this chunk
                     lo, hi = max(image * n, start) - start, min((image + 1) * n, stop) - start
                     z[lo:hi].add_(x[image])
@@ -209,8 +205,12 @@ class SmoothedIQA:
                     z.clamp_(0.0, 1.0)
                 if self.denoiser is not None:
                     z = self.denoiser(z)
-                chunks.append(check_scores(self.model(z), stop - start, finite=False))
-        samples = torch.cat(chunks).reshape(batch, n)
+                scores = check_scores(self.model(z), stop - start, finite=False)
+                if samples is None:
+                    samples = scores.new_empty(total)
+                samples[start:stop] = scores  # a copy: the model may return a view of the reused buffer
+        assert samples is not None  # total >= 1
+        samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk
             image, sample = (~finite).nonzero()[0].tolist()
