@@ -1,16 +1,23 @@
 """Throughput of SmoothedIQA.certify for CNNIQA on 512x384 images; prints figures and ratios.
 
-    python benchmarks/bench_certify.py [--images 2] [--n 1000] [--batch-size 32] [--device cpu|cuda]
+    python benchmarks/bench_certify.py [--images 2] [--n 1000] [--batch-size 32] [--rounds 4] [--device cpu|cuda]
 
 Compares, for the same number of noisy images:
   certify   SmoothedIQA(model, 0.12, n).certify(x, 0.05) on a batch of images;
   forward   a bare forward pass over pre-drawn noisy images at the same batch size
             (certify / forward - 1 is the certification overhead: noise, bookkeeping, sorting);
-  noise+fwd the same forward passes, each after drawing its batch of Gaussian noise
-            (certify / noise+fwd - 1 is what certiqa adds beyond the work smoothing needs);
+  noise+fwd the same forward passes, each after drawing its batch of noise with one
+            torch.randn call (a straightforward batched implementation);
   per-image the loop of the published research scripts: for each image, batches of 10
             copies, noise with randn_like, scores copied to the host per batch, numpy sort.
+On the CPU the certify run also times its own model calls (a wrapper around the model),
+so "inside certify" splits the same run into forward passes and everything else, which
+no drift between runs can bias.
 Weights do not change speed, so a randomly initialised CNNIQA is used (no data needed).
+Each round times the four one after the other, starting one further along the list each
+round; the figures are medians over rounds, and each ratio is the median of its per-round
+ratios (shared machines drift by 20 % within minutes, so ratios are only taken between
+runs of the same round).
 """
 
 from __future__ import annotations
@@ -38,6 +45,21 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+class TimedForward(torch.nn.Module):
+    """Adds the wall time of each forward pass of ``model`` to ``seconds`` (CPU only: no sync)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seconds = 0.0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        scores = self.model(z)
+        self.seconds += time.perf_counter() - start
+        return scores
+
+
 def per_image_loop(model, x: torch.Tensor, sigma: float, n: int, batch: int = 10) -> list[np.ndarray]:
     """The straightforward baseline: a Python loop per image and per batch of 10 noisy copies."""
     out = []
@@ -57,6 +79,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -64,41 +87,69 @@ def main() -> None:
     model = CNNIQA().to(device).eval()
     x = torch.rand(args.images, 3, 384, 512, device=device)
     total = args.images * args.n
-    smoothed = SmoothedIQA(model, 0.12, n=args.n, batch_size=args.batch_size, seed=0)
+    timed_model = TimedForward(model)
+    smoothed = SmoothedIQA(timed_model if device.type == "cpu" else model, 0.12, n=args.n,
+                           batch_size=args.batch_size, seed=0)
     smoothed.certify(x[:1], 0.05)  # warm-up (allocator, kernels)
-
-    t_certify = timed(lambda: smoothed.certify(x, 0.05), device)
     noisy = (x[:1].expand(args.batch_size, -1, -1, -1) + 0.12 * torch.randn(args.batch_size, 3, 384, 512,
              device=device)).clamp(0, 1)
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def bare() -> None:
         with torch.inference_mode():
             for start in range(0, total, args.batch_size):
                 model(noisy[: min(args.batch_size, total - start)])
 
-    t_forward = timed(bare, device)
-    generator = torch.Generator(device=device).manual_seed(0)
-
     def noise_and_forward() -> None:
         with torch.inference_mode():
             for start in range(0, total, args.batch_size):
                 rows = min(args.batch_size, total - start)
-                torch.randn((rows, 3, 384, 512), generator=generator, device=device)
-                model(noisy[:rows])
+                z = torch.randn((rows, 3, 384, 512), generator=generator, device=device).mul_(0.12)
+                model(z.add_(x[start // args.n]).clamp_(0, 1))
 
-    t_noise_forward = timed(noise_and_forward, device)
-    t_loop = timed(lambda: per_image_loop(model, x, 0.12, args.n), device)
+    runs = {
+        "certify": lambda: smoothed.certify(x, 0.05),
+        "bare forward": bare,
+        "noise + forward": noise_and_forward,
+        "per-image loop/10": lambda: per_image_loop(model, x, 0.12, args.n),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    inside: list[float] = []  # certify time / its own forward time, per round (CPU)
+    names = list(runs)
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:  # rotate the order
+            fn = runs[name]
+            timed_model.seconds = 0.0
+            times[name].append(timed(fn, device))
+            if name == "certify" and device.type == "cpu":
+                inside.append(times[name][-1] / timed_model.seconds)
+
+    def ratio(a: str, b: str) -> tuple[float, float, float]:
+        r = [ta / tb for ta, tb in zip(times[a], times[b])]
+        return float(np.median(r)), min(r), max(r)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"CNNIQA 512x384, n={args.n}, {args.images} image(s), batch {args.batch_size}, {name}")
-    print(f"  certify            {t_certify:8.2f} s  {args.images / t_certify:8.3f} images/s  "
-          f"{total / t_certify:8.1f} noisy images/s")
-    print(f"  bare forward       {t_forward:8.2f} s  {total / t_forward:8.1f} noisy images/s")
-    print(f"  noise + forward    {t_noise_forward:8.2f} s  {total / t_noise_forward:8.1f} noisy images/s")
-    print(f"  per-image loop/10  {t_loop:8.2f} s  {args.images / t_loop:8.3f} images/s")
-    print(f"  certification overhead (certify / bare forward - 1): {100 * (t_certify / t_forward - 1):+.1f}%")
-    print(f"  beyond drawing the noise (certify / noise + forward - 1): {100 * (t_certify / t_noise_forward - 1):+.1f}%")
-    print(f"  speed-up over the per-image loop: {t_loop / t_certify:.2f}x")
+    print(f"CNNIQA 512x384, n={args.n}, {args.images} image(s), batch {args.batch_size}, {name}, "
+          f"median of {args.rounds} round(s)")
+    for label, ts in times.items():
+        t = float(np.median(ts))
+        print(f"  {label:18s} {t:8.2f} s  {args.images / t:8.3f} images/s  {total / t:8.1f} noisy images/s")
+    if inside:
+        mid = float(np.median(inside))
+        per_image = float(np.median(times["certify"])) * (1 - 1 / mid) / total * 1e3
+        print(f"  inside certify: everything but the forward passes adds {100 * (mid - 1):+.1f}% "
+              f"(rounds {100 * (min(inside) - 1):+.1f}% .. {100 * (max(inside) - 1):+.1f}%), "
+              f"{per_image:.2f} ms per noisy image")
+    for label, (a, b), fmt in [
+        ("certification overhead (certify / bare forward - 1)", ("certify", "bare forward"), "pct"),
+        ("against one-generator noise (certify / noise + forward - 1)", ("certify", "noise + forward"), "pct"),
+        ("speed-up over the per-image loop (loop / certify)", ("per-image loop/10", "certify"), "x"),
+    ]:
+        mid, lo, hi = ratio(a, b)
+        if fmt == "pct":
+            print(f"  {label}: {100 * (mid - 1):+.1f}% (rounds {100 * (lo - 1):+.1f}% .. {100 * (hi - 1):+.1f}%)")
+        else:
+            print(f"  {label}: {mid:.2f}x (rounds {lo:.2f}x .. {hi:.2f}x)")
 
 
 if __name__ == "__main__":
