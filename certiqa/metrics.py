@@ -7,12 +7,14 @@ Python float. Ties are handled as scipy does (average ranks; Kendall tau-b).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Hashable, Literal, Sequence
+from typing import Any, Callable, Hashable, Literal, Sequence
 
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["srocc", "krocc", "plcc", "rmse", "grouped_srocc", "logistic_fit", "logistic4", "logistic5"]
+__all__ = [
+    "srocc", "krocc", "plcc", "rmse", "grouped_srocc", "paired_difference", "logistic_fit", "logistic4", "logistic5",
+]
 
 Mapping = Literal["logistic5", "logistic4", "none"]
 
@@ -139,3 +141,43 @@ def grouped_srocc(pred: Any, target: Any, groups: Sequence[Hashable]) -> tuple[f
     ]
     return (float(np.mean(values)), len(values)) if values else (float("nan"), 0)
 
+
+
+def paired_difference(
+    metric: Callable[[Any, Any], float],
+    pred_a: Any,
+    pred_b: Any,
+    target: Any,
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``metric(pred_a, target) - metric(pred_b, target)`` and its paired bootstrap interval.
+
+    Each resample draws the images with replacement, the same draw for both predictors;
+    the interval is the percentile interval of the resampled differences, with ``level``
+    coverage. Resamples where a series is constant (the metric is undefined) are
+    dropped; more than 10 % of them is an error. Returns (difference, low, high). An
+    interval that excludes 0 says the order of the two predictors is unlikely to be an
+    accident of which images were measured.
+    """
+    a, t = _pair(pred_a, target)
+    b, _ = _pair(pred_b, target)
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise ValueError(f"resamples must be an int >= 100 for a percentile interval, got {resamples!r}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}.")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(t), len(t))
+        if np.ptp(a[idx]) > 0 and np.ptp(b[idx]) > 0 and np.ptp(t[idx]) > 0:
+            diffs.append(metric(a[idx], t[idx]) - metric(b[idx], t[idx]))
+    if len(diffs) < 0.9 * resamples:
+        raise ValueError(
+            f"{resamples - len(diffs)} of {resamples} resamples had a constant series; {len(t)} images are "
+            "too few (or too tied) for a bootstrap interval."
+        )
+    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return metric(a, t) - metric(b, t), float(low), float(high)

@@ -447,3 +447,41 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
         with open(run / "train_log.csv") as fh:
             logs.append([{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)])
     assert logs[0] == logs[1] and len(logs[0]) == steps
+
+
+def _evaluate_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("denoisers_evaluate", REPO / "denoisers" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
+    data, weights, den = tmp_path / "data", tmp_path / "base.pt", tmp_path / "den.pt"
+    _write_images(data, 8)
+    torch.manual_seed(0)
+    torch.save(CNNIQA(4, 8).state_dict(), weights)
+    save_denoiser(DnCNN(depth=3, features=8, batch_norm=False), den)
+    out = tmp_path / "eval" / "eval.csv"
+    code = _evaluate_script().main([
+        "--data", str(data), "--model", f"cnniqa:{weights}", "--denoiser", f"id={den}", "--n", "12",
+        "--eps", "0.02", "--bootstrap", "200", "--threads", "1", "--out", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| plain |" in printed and "| id |" in printed and "id - plain:" in printed
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16 and {r["config"] for r in rows} == {"plain", "id"}
+    import json
+
+    summary = json.loads(out.with_suffix(".json").read_text())
+    (diff,) = summary["srocc_differences"]
+    assert (diff["config"], diff["minus"]) == ("id", "plain") and diff["low"] <= diff["srocc_difference"] <= diff["high"]
+
+
+def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
+    with pytest.raises(SystemExit, match="--bootstrap must be 0"):
+        _evaluate_script().main(["--data", str(tmp_path), "--bootstrap", "50"])

@@ -153,3 +153,54 @@ def test_grouped_srocc_hand_values_and_errors():
     assert none == 0 and nan != nan
     with pytest.raises(ValueError, match="one entry per image"):
         grouped_srocc([1, 2, 3], [1, 2, 3], ["a", "a"])
+
+
+def _three_series(size: int = 60, seed: int = 0):
+    r = np.random.default_rng(seed)
+    t = r.normal(size=size)
+    return t + 0.5 * r.normal(size=size), t + 2.0 * r.normal(size=size), t
+
+
+def test_paired_difference_matches_scipy_bootstrap():
+    from certiqa.metrics import paired_difference
+
+    a, b, t = _three_series()
+    diff, low, high = paired_difference(srocc, a, b, t, resamples=4000, seed=1)
+    assert diff == pytest.approx(srocc(a, t) - srocc(b, t), abs=1e-12)
+    ref = stats.bootstrap(
+        (a, b, t), lambda x, y, z: stats.spearmanr(x, z).statistic - stats.spearmanr(y, z).statistic,
+        paired=True, vectorized=False, n_resamples=4000, method="percentile",
+        random_state=np.random.default_rng(2),
+    ).confidence_interval
+    assert low == pytest.approx(ref.low, abs=0.03) and high == pytest.approx(ref.high, abs=0.03)
+    assert 0 < low < diff < high
+
+
+def test_paired_difference_symmetry_and_identity():
+    from certiqa.metrics import paired_difference
+
+    a, b, t = _three_series(seed=3)
+    d, lo, hi = paired_difference(srocc, a, b, t, resamples=500, seed=4)
+    d2, lo2, hi2 = paired_difference(srocc, b, a, t, resamples=500, seed=4)
+    assert (d2, lo2, hi2) == pytest.approx((-d, -hi, -lo), abs=1e-12)
+    assert paired_difference(srocc, a, a, t, resamples=200) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"resamples": 99}, "resamples must be"), ({"resamples": True}, "resamples must be"),
+     ({"level": 1.0}, "level must lie"), ({"level": 0.0}, "level must lie")],
+)
+def test_paired_difference_errors(kwargs, match):
+    from certiqa.metrics import paired_difference
+
+    a, b, t = _three_series()
+    with pytest.raises(ValueError, match=match):
+        paired_difference(srocc, a, b, t, **kwargs)
+
+
+def test_paired_difference_refuses_too_few_images():
+    from certiqa.metrics import paired_difference
+
+    with pytest.raises(ValueError, match="too few"):
+        paired_difference(srocc, [1.0, 2.0, 3.0], [3.0, 1.0, 2.0], [1.0, 2.0, 4.0], resamples=200)
