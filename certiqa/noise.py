@@ -38,6 +38,8 @@ class GaussianStreams:
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise ValueError(f"streams must be a positive int, got {streams!r}.")
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # tensors report an index
         words = np.random.SeedSequence(seed).generate_state(streams, np.uint32)
         self.generators = [torch.Generator(device=self.device).manual_seed(int(w)) for w in words]
         workers = min(streams, torch.get_num_threads()) if self.device.type == "cpu" else 1

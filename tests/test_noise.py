@@ -88,3 +88,15 @@ def test_stream_count_errors(streams):
 def test_out_must_be_contiguous_on_the_device():
     with GaussianStreams(0, "cpu") as noise, pytest.raises(ValueError, match="contiguous tensor on cpu"):
         noise.normal_(torch.empty(4, 6).t())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_streams_are_seeded_and_standard_normal():
+    def fill(seed: int) -> torch.Tensor:
+        with GaussianStreams(seed, "cuda") as noise:  # "cuda" without an index matches cuda:N tensors
+            return noise.normal_(torch.empty(32, 3, 32, 32, device="cuda"), 0.5)
+
+    a, b = fill(0), fill(0)
+    assert a.device.type == "cuda" and torch.equal(a, b) and not torch.equal(a, fill(1))
+    values = a.flatten().double().cpu().numpy() / 0.5
+    assert stats.kstest(values, "norm").pvalue > 1e-3
