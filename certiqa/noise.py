@@ -26,7 +26,7 @@ class GaussianStreams:
     """``streams`` independent N(0, 1) generators on ``device``, seeded from one integer.
 
     Args:
-        seed: integer seed, or None for fresh OS entropy.
+        seed: integer seed >= 0, or None for fresh OS entropy.
         device: where the noise is drawn (CPU or CUDA).
         streams: number of independent generators; part of what the noise depends on.
 
@@ -37,6 +37,8 @@ class GaussianStreams:
     def __init__(self, seed: int | None, device: torch.device | str, streams: int = STREAMS) -> None:
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise ValueError(f"streams must be a positive int, got {streams!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}.")
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())  # tensors report an index

@@ -145,6 +145,8 @@ class SmoothedIQA:
             raise TypeError(f"denoiser must be an nn.Module, a callable or None, got {type(denoiser).__name__}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}.")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0 (it seeds numpy's SeedSequence), got {seed}.")
         self.model = model
         self.denoiser = denoiser
         self.sigma = check_positive("sigma", sigma)

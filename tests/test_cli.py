@@ -80,6 +80,8 @@ def test_cli_errors(shared_data, tmp_path, capsys):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
     with pytest.raises(SystemExit, match="--eps must be >= 0"):
         main(["certify", str(tmp_path), "--weights", weights, "--eps", "-1"])
+    with pytest.raises(SystemExit, match="seed must be >= 0"):
+        main(["certify", str(tmp_path), "--weights", weights, "--quiet", "--seed", "-1"])
     with pytest.raises(SystemExit, match=r"must end in \.csv or \.json"):
         main(["certify", str(tmp_path), "--weights", weights, "--quiet", "--out", str(tmp_path / "r.txt")])
     assert capsys.readouterr().out == ""  # refused before any image was certified

@@ -85,6 +85,12 @@ def test_stream_count_errors(streams):
         GaussianStreams(0, "cpu", streams)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_seed_errors(seed):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        GaussianStreams(seed, "cpu")
+
+
 def test_out_must_be_contiguous_on_the_device():
     with GaussianStreams(0, "cpu") as noise, pytest.raises(ValueError, match="contiguous tensor on cpu"):
         noise.normal_(torch.empty(4, 6).t())

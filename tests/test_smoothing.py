@@ -248,6 +248,8 @@ def test_constructor_type_errors():
         SmoothedIQA(MeanPixel(), 0.1, denoiser=3)
     with pytest.raises(TypeError, match="seed must be"):
         SmoothedIQA(MeanPixel(), 0.1, seed=1.5)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        SmoothedIQA(MeanPixel(), 0.1, seed=-1)
 
 
 @pytest.mark.parametrize(
