@@ -12,6 +12,8 @@ from typing import Any, Callable, Hashable, Literal, Sequence
 import numpy as np
 from scipy import optimize, stats
 
+from ._checks import check_int
+
 __all__ = [
     "srocc", "krocc", "plcc", "rmse", "grouped_srocc", "paired_difference", "logistic_fit", "logistic4", "logistic5",
 ]
@@ -164,8 +166,7 @@ def paired_difference(
     """
     a, t = _pair(pred_a, target)
     b, _ = _pair(pred_b, target)
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
-        raise ValueError(f"resamples must be an int >= 100 for a percentile interval, got {resamples!r}.")
+    resamples = check_int("resamples", resamples, minimum=100)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}.")
     rng = np.random.default_rng(seed)

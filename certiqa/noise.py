@@ -81,6 +81,5 @@ class GaussianStreams:
                 with torch.inference_mode(inference):
                     item[0].normal_(0.0, std, generator=item[1])
 
-            for _ in self._pool.map(draw, blocks):
-                pass
+            list(self._pool.map(draw, blocks))  # waits, and re-raises a worker's error
         return out
