@@ -23,6 +23,7 @@ All ranks here are 1-based: rank k names y_(k), the k-th smallest sample, which 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from scipy.stats import binom, norm
@@ -35,6 +36,7 @@ __all__ = [
     "dkw_epsilon",
     "dkw_ranks",
     "dkw_radius",
+    "inward_interval",
 ]
 
 
@@ -137,3 +139,25 @@ def dkw_radius(n: int, k_min: int, k_max: int, sigma: float, alpha: float, p: fl
         return 0.0
     radius = sigma * min(z - float(norm.ppf(t_lower)), float(norm.ppf(t_upper)) - z)
     return max(radius, 0.0)
+
+
+def inward_interval(center: float, delta: float) -> tuple[float, float]:
+    """Float64 ends ``(lo, hi)`` of the real interval [center - delta, center + delta], rounded inward.
+
+    ``lo`` is the smallest float64 >= center - delta and ``hi`` the largest float64
+    <= center + delta, both computed exactly (rational arithmetic), so that for every
+    float64 s: ``lo <= s <= hi`` if and only if ``|s - center| <= delta`` exactly.
+    Computing ``center - delta`` in floating point instead can round outward and let
+    a sample farther than delta count as inside (with bfloat16 scores, 89.5 - 0.3
+    rounds to 89.0).
+    """
+    if not (math.isfinite(center) and math.isfinite(delta)) or delta < 0:
+        raise ValueError(f"center must be finite and delta finite and >= 0, got center={center!r}, delta={delta!r}.")
+    exact_lo = Fraction(center) - Fraction(delta)
+    exact_hi = Fraction(center) + Fraction(delta)
+    lo, hi = float(exact_lo), float(exact_hi)  # correctly rounded to nearest
+    if Fraction(lo) < exact_lo:
+        lo = math.nextafter(lo, math.inf)
+    if Fraction(hi) > exact_hi:
+        hi = math.nextafter(hi, -math.inf)
+    return lo, hi

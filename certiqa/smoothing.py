@@ -29,7 +29,7 @@ from ._checks import (
     check_scores,
 )
 
-__all__ = ["SmoothedIQA", "CertifiedScores", "certify_samples"]
+__all__ = ["SmoothedIQA", "CertifiedScores", "certify_samples", "certified_radius_samples", "check_samples"]
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -186,7 +186,15 @@ class SmoothedIQA:
             n: samples per image (default ``self.n``).
 
         Returns:
-            (B, n) tensor, each row sorted ascending: y_(1) <= ... <= y_(n).
+            (B, n) float64 tensor on the model's device, each row sorted ascending:
+            y_(1) <= ... <= y_(n). float64 holds every score of a float16, bfloat16,
+            float32 or integer model exactly, so the bounds read from it are exact.
+
+        Noise is drawn in the input's dtype, or in float32 for float16 / bfloat16
+        input (noise drawn in half precision would not be Gaussian). The noisy image
+        clip(x + G) is then cast to the input's dtype before the denoiser and the
+        model: that rounding is part of the smoothed function, so the certificates
+        are those of z -> f(D(cast(clip(z))))), exactly.
         """
         check_images(x)
         n = self.n if n is None else check_int("n (the number of noise samples)", n)
@@ -194,9 +202,10 @@ class SmoothedIQA:
         x = x.to(device)
         batch = x.shape[0]
         total = batch * n
-        samples: torch.Tensor | None = None
+        noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        samples = torch.empty(total, dtype=torch.float64, device=device)
         with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(self.seed, device) as noise:
-            buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=x.dtype)
+            buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
             for start in range(0, total, self.batch_size):
                 stop = min(start + self.batch_size, total)
                 z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
@@ -205,13 +214,12 @@ class SmoothedIQA:
                     z[lo:hi].add_(x[image])
                 if self.clip:
                     z.clamp_(0.0, 1.0)
+                z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
                 if self.denoiser is not None:
                     z = self.denoiser(z)
-                scores = check_scores(self.model(z), stop - start, finite=False)
-                if samples is None:
-                    samples = scores.new_empty(total)
-                samples[start:stop] = scores  # a copy: the model may return a view of the reused buffer
-        assert samples is not None  # total >= 1
+                # a copy into float64: exact for any float or integer score, and safe when the
+                # model returns a view of the reused buffer
+                samples[start:stop] = check_scores(self.model(z), stop - start, finite=False)
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk
@@ -244,29 +252,59 @@ class SmoothedIQA:
 
         Uses the DKW band, which holds for all eps simultaneously: with probability
         >= 1 - alpha, for every eps < radius[i] and every ||d||_2 <= eps, the smoothed
-        median of x_i + d is within ``delta`` of the reported median. Shape (B,);
-        0 where not even eps = 0 can be certified.
+        median of x_i + d is within ``delta`` of the reported median. Shape (B,),
+        float64; 0 where not even eps = 0 can be certified. See
+        :func:`certified_radius_samples`.
         """
         delta = check_nonnegative("delta", delta)
-        samples = self.sample(x)
-        median = _median(samples)
-        k_min = torch.searchsorted(samples, (median - delta)[:, None], side="left")[:, 0] + 1
-        k_max = torch.searchsorted(samples, (median + delta)[:, None], side="right")[:, 0]
-        radii = [
-            bounds.dkw_radius(self.n, int(lo), int(hi), self.sigma, self.alpha)
-            for lo, hi in zip(k_min.tolist(), k_max.tolist())
-        ]
-        return torch.tensor(radii, dtype=torch.float64)
+        return certified_radius_samples(self.sample(x), delta, self.sigma, self.alpha)
+
+
+def check_samples(samples: Any) -> torch.Tensor:
+    """Check sorted score samples (B, n): a tensor, rows ascending, no NaN or inf.
+
+    Returns them as float64 (exact for every float and integer score dtype). Costs
+    one comparison per sample; an unsorted row or a NaN would otherwise yield a
+    wrong certificate silently.
+    """
+    if not isinstance(samples, torch.Tensor):
+        raise TypeError(
+            f"samples must be a torch.Tensor of shape (B, n), got {type(samples).__name__}; "
+            "use SmoothedIQA.sample(x), which returns sorted rows."
+        )
+    if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] < 1:
+        raise ValueError(f"samples must have shape (B, n) with B, n >= 1, got {tuple(samples.shape)}.")
+    if samples.is_complex() or samples.dtype == torch.bool:
+        raise TypeError(f"samples must be real scores (float or integer), got dtype {samples.dtype}.")
+    samples = samples.to(torch.float64)
+    finite = torch.isfinite(samples)
+    if not finite.all():
+        row, col = (~finite).nonzero()[0].tolist()
+        raise ValueError(
+            f"samples must be finite; row {row} has {float(samples[row, col])} at position {col}. "
+            "A model that returns NaN or inf for a noisy image cannot be certified."
+        )
+    descending = samples[:, 1:] < samples[:, :-1]
+    if descending.any():
+        row, col = descending.nonzero()[0].tolist()
+        raise ValueError(
+            f"samples must be sorted ascending along dim 1; row {row} has {float(samples[row, col])} before "
+            f"{float(samples[row, col + 1])} (positions {col}, {col + 1}). Sort them with samples.sort(dim=1).values."
+        )
+    return samples
 
 
 def certify_samples(samples: torch.Tensor, eps: float, sigma: float, alpha: float) -> CertifiedScores:
     """Certified intervals read from sorted samples (B, n) of f(x + G) drawn at ``sigma``.
 
-    Same guarantee as :meth:`SmoothedIQA.certify`; one sample set can be certified at
-    several eps (each certificate holds with probability >= 1 - alpha on its own).
+    Same guarantee as :meth:`SmoothedIQA.certify`: ``lower = y_(k_lower)`` and
+    ``upper = y_(k_upper)`` with the 1-based ranks of :func:`certiqa.bounds.bound_ranks`.
+    One sample set can be certified at several eps (each certificate holds with
+    probability >= 1 - alpha on its own). Samples are checked (:func:`check_samples`)
+    and the bounds returned as float64.
     """
-    if samples.ndim != 2 or samples.shape[1] < 1:
-        raise ValueError(f"samples must have shape (B, n) with n >= 1, got {tuple(samples.shape)}.")
+    samples = check_samples(samples)
+    eps = check_nonnegative("eps", eps)
     n = samples.shape[1]
     k_lower, k_upper = bounds.bound_ranks(n, sigma, eps, alpha)
     inf = torch.full((samples.shape[0],), math.inf, dtype=samples.dtype, device=samples.device)
@@ -282,6 +320,32 @@ def certify_samples(samples: torch.Tensor, eps: float, sigma: float, alpha: floa
         n=n,
         alpha=float(alpha),
     )
+
+
+def certified_radius_samples(samples: torch.Tensor, delta: float, sigma: float, alpha: float) -> torch.Tensor:
+    """Per row of sorted samples (B, n) drawn at ``sigma``: the largest certified eps for ``delta``.
+
+    With m = y_(ceil(n/2)) the reported median, k_min is the rank of the smallest
+    sample >= m - delta and k_max that of the largest sample <= m + delta (exact
+    comparisons: :func:`certiqa.bounds.inward_interval`); the radius is
+    :func:`certiqa.bounds.dkw_radius` (n, k_min, k_max). Guarantee: with probability
+    >= 1 - alpha (one DKW event for all radii), for every eps < radius[i] and every
+    ||d||_2 <= eps, |h_0.5(x_i + d) - m_i| <= delta. Returns float64, shape (B,).
+    """
+    samples = check_samples(samples)
+    delta = check_nonnegative("delta", delta)
+    n = samples.shape[1]
+    medians = _median(samples).tolist()
+    ends = [bounds.inward_interval(m, delta) for m in medians]
+    lo = torch.tensor([e[0] for e in ends], dtype=torch.float64, device=samples.device)[:, None]
+    hi = torch.tensor([e[1] for e in ends], dtype=torch.float64, device=samples.device)[:, None]
+    k_min = torch.searchsorted(samples, lo, side="left")[:, 0] + 1  # 1-based rank of the first sample >= lo
+    k_max = torch.searchsorted(samples, hi, side="right")[:, 0]  # 1-based rank of the last sample <= hi
+    radii = [
+        bounds.dkw_radius(n, int(k_lo), int(k_hi), sigma, alpha)
+        for k_lo, k_hi in zip(k_min.tolist(), k_max.tolist())
+    ]
+    return torch.tensor(radii, dtype=torch.float64)
 
 
 def _median(sorted_samples: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import mpmath
 import pytest
@@ -146,3 +147,30 @@ def test_dkw_ranks_closed_form():
 def test_validation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_inward_interval_pinned_cases():
+    # bfloat16's trap, in float64: the ends are the floats nearest the exact ends, inward
+    lo, hi = bounds.inward_interval(89.5, 0.3)
+    assert Fraction(lo) >= Fraction(89.5) - Fraction(0.3) > Fraction(math.nextafter(lo, -math.inf))
+    assert Fraction(hi) <= Fraction(89.5) + Fraction(0.3) < Fraction(math.nextafter(hi, math.inf))
+    # 1.0 + (the float below 0.25) rounds to 1.25 in float64; the exact upper end is below it
+    assert bounds.inward_interval(1.0, math.nextafter(0.25, 0.0))[1] == math.nextafter(1.25, 0.0)
+    assert bounds.inward_interval(1.0, 0.25) == (0.75, 1.25)
+    assert bounds.inward_interval(3.0, 0.0) == (3.0, 3.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(center=st.floats(-1e6, 1e6), delta=st.floats(0.0, 1e3))
+def test_inward_interval_is_exact(center, delta):
+    """lo is the smallest float >= center - delta, hi the largest float <= center + delta."""
+    lo, hi = bounds.inward_interval(center, delta)
+    exact_lo, exact_hi = Fraction(center) - Fraction(delta), Fraction(center) + Fraction(delta)
+    assert Fraction(lo) >= exact_lo and Fraction(math.nextafter(lo, -math.inf)) < exact_lo
+    assert Fraction(hi) <= exact_hi and Fraction(math.nextafter(hi, math.inf)) > exact_hi
+
+
+@pytest.mark.parametrize("center, delta", [(math.nan, 1.0), (math.inf, 1.0), (0.0, -1.0), (0.0, math.inf)])
+def test_inward_interval_errors(center, delta):
+    with pytest.raises(ValueError, match="center must be finite and delta finite and >= 0"):
+        bounds.inward_interval(center, delta)

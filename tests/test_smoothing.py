@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import integrate, stats
+from scipy import stats
 from torch import nn
 
-from certiqa import SmoothedIQA, bounds
+from certiqa import SmoothedIQA, bounds, certified_radius_samples, certify_samples
 
 
 class Linear(nn.Module):
@@ -40,56 +40,6 @@ class MeanPixel(nn.Module):
 
 def _image(shape=(1, 3, 4, 4), seed=0, dtype=torch.float64) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _expected_normal_order_statistic(k: int, n: int) -> float:
-    """E[Z_(k)] for n i.i.d. standard normals: Z_(k) = Phi^-1(U_(k)), U_(k) ~ Beta(k, n - k + 1)."""
-    beta = stats.beta(k, n - k + 1)
-    lo, hi = beta.ppf(1e-12), beta.ppf(1 - 1e-12)
-    value, _ = integrate.quad(lambda u: stats.norm.ppf(u) * beta.pdf(u), lo, hi, limit=200)
-    return value
-
-
-def test_linear_model_closed_form_coverage_and_tightness():
-    """f(x + G) ~ N(w.x + b, sigma^2 |w|^2): every h_0.5(x + delta) lies in mu -/+ eps |w|."""
-    shape, n, sigma, eps, alpha, runs = (1, 4, 4), 500, 0.25, 0.1, 0.1, 200
-    model = Linear(shape)
-    x = _image((1,) + shape)
-    with torch.no_grad():
-        mu = float(model(x))
-        w_norm = float(model.w.norm())
-    true_lo, true_hi = mu - eps * w_norm, mu + eps * w_norm
-    widths, failures = [], 0
-    for seed in range(runs):
-        res = SmoothedIQA(model, sigma, n=n, alpha=alpha, batch_size=250, clip=False, seed=seed).certify(x, eps)
-        lower, upper = float(res.lower), float(res.upper)
-        failures += not (lower <= true_lo and true_hi <= upper)
-        widths.append(upper - lower)
-    # coverage >= 1 - alpha, with a binomial tolerance (0.999 quantile of the failure count)
-    assert failures <= stats.binom.ppf(0.999, runs, alpha), failures
-    # tightness: the mean width matches the exact order-statistic expectation
-    k_lower, k_upper = bounds.bound_ranks(n, sigma, eps, alpha)
-    s = sigma * w_norm
-    expected = s * (_expected_normal_order_statistic(k_upper, n) - _expected_normal_order_statistic(k_lower, n))
-    assert np.mean(widths) <= 1.03 * expected
-    assert np.mean(widths) >= 0.97 * expected
-
-
-def test_linear_model_certified_radius_is_sound():
-    shape, n, sigma, alpha, delta, runs = (1, 4, 4), 400, 0.25, 0.1, 0.1, 100
-    model = Linear(shape, seed=1)
-    x = _image((1,) + shape, seed=1)
-    with torch.no_grad():
-        mu, w_norm = float(model(x)), float(model.w.norm())
-    failures = 0
-    for seed in range(runs):
-        smoothed = SmoothedIQA(model, sigma, n=n, alpha=alpha, clip=False, seed=seed)
-        radius = float(smoothed.certified_radius(x, delta)[0])
-        median = float(smoothed.predict(x)[0])
-        assert radius > 0
-        # worst case over ||d|| <= radius: the true smoothed median moves by radius * |w|
-        failures += abs(mu - median) + radius * w_norm > delta
-    assert failures <= stats.binom.ppf(0.999, runs, alpha)
 
 
 def test_certified_radius_of_constant_model_is_set_by_the_dkw_band():
@@ -293,3 +243,147 @@ def test_model_output_errors_name_what_came():
     y = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)]).double()
     with pytest.raises(ValueError, match="non-finite score .* image index 1"):
         SmoothedIQA(nan_for_second_image, 1e-6, n=4).sample(y)
+
+
+# --- exact order statistics, pinned ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, sigma, eps, alpha", [(200, 0.25, 0.05, 0.001), (1000, 0.12, 0.1, 0.01), (57, 0.5, 0.2, 0.1)])
+def test_certify_samples_reads_exactly_the_ranks_bound_ranks_names(n, sigma, eps, alpha):
+    """On samples 0, 1, ..., n - 1 the value at 1-based rank k is k - 1: reading one rank
+    inward or outward on either side changes the result."""
+    samples = torch.stack([torch.arange(n, dtype=torch.float64), 10.0 * torch.arange(n, dtype=torch.float64)])
+    k_lower, k_upper = bounds.bound_ranks(n, sigma, eps, alpha)
+    assert k_lower is not None and k_upper is not None
+    res = certify_samples(samples, eps, sigma, alpha)
+    assert res.lower.tolist() == [k_lower - 1, 10.0 * (k_lower - 1)]
+    assert res.upper.tolist() == [k_upper - 1, 10.0 * (k_upper - 1)]
+    assert res.median.tolist() == [math.ceil(n / 2) - 1, 10.0 * (math.ceil(n / 2) - 1)]
+    assert res.certified.all()
+
+
+def test_certify_samples_promotes_integer_scores_to_float64():
+    samples = torch.arange(300).reshape(1, 300)
+    res = certify_samples(samples, 0.05, 0.25, 0.01)
+    assert res.lower.dtype == res.upper.dtype == res.median.dtype == torch.float64
+    floats = certify_samples(samples.double(), 0.05, 0.25, 0.01)
+    assert (res.lower, res.upper) == (floats.lower, floats.upper)
+    # and a model that returns integer scores certifies like its float twin
+    ints = SmoothedIQA(lambda z: (z.mean(dim=(1, 2, 3)) * 100).floor().long(), 0.1, n=50, seed=0).certify(_image(), 0.05)
+    floored = SmoothedIQA(lambda z: (z.mean(dim=(1, 2, 3)) * 100).floor(), 0.1, n=50, seed=0).certify(_image(), 0.05)
+    assert ints.lower.dtype == torch.float64 and torch.equal(ints.lower, floored.lower.double())
+
+
+@pytest.mark.parametrize(
+    "samples, error, match",
+    [
+        (torch.tensor([[1.0, 3.0, 2.0]]), ValueError, r"sorted ascending.*row 0 has 3.0 before 2.0"),
+        (torch.tensor([[0.0, 1.0], [5.0, 4.0]]), ValueError, r"row 1 has 5.0 before 4.0"),
+        (torch.tensor([[0.0, float("nan"), 1.0]]), ValueError, r"finite; row 0 has nan at position 1"),
+        (torch.tensor([[0.0, 1.0, float("inf")]]), ValueError, r"finite; row 0 has inf"),
+        (torch.zeros(5), ValueError, r"shape \(B, n\)"),
+        (torch.zeros((1, 0)), ValueError, r"shape \(B, n\)"),
+        (torch.zeros((1, 3), dtype=torch.bool), TypeError, "real scores"),
+        ([[0.0, 1.0]], TypeError, "must be a torch.Tensor"),
+    ],
+)
+def test_certify_samples_refuses_what_would_give_a_wrong_certificate(samples, error, match):
+    with pytest.raises(error, match=match):
+        certify_samples(samples, 0.05, 0.25, 0.01)
+    with pytest.raises(error, match=match):
+        certified_radius_samples(samples, 1.0, 0.25, 0.01)
+
+
+def test_certify_samples_eps_error():
+    with pytest.raises(ValueError, match="eps must be"):
+        certify_samples(torch.zeros((1, 3)), -0.1, 0.25, 0.01)
+
+
+def _dkw_radius_by_hand(n: int, k_min: int, k_max: int, sigma: float, alpha: float) -> float:
+    band = math.sqrt(math.log(2 / alpha) / (2 * n))
+    return sigma * min(-stats.norm.ppf((k_min - 1) / n + band), stats.norm.ppf(k_max / n - band))
+
+
+def test_certified_radius_samples_pinned_on_hand_built_ties():
+    """Values 0..9, each 20 times (n = 200): the median y_(100) is 4 (ranks 81-100 hold 4,
+    rank 101 holds 5). Row 0, delta 2: inside [2, 6] = ranks 41..140 (the upper side binds).
+    Row 1 is row 0 with the two top blocks raised far away and delta 1.5: inside [3, 5] is
+    ranks 61..120 (symmetric about rank 100.5 only approximately)."""
+    n, sigma, alpha = 200, 0.3, 0.05
+    row0 = torch.arange(10, dtype=torch.float64).repeat_interleave(20)
+    samples = row0[None]
+    radius = certified_radius_samples(samples, 2.0, sigma, alpha)
+    assert radius.tolist() == pytest.approx([_dkw_radius_by_hand(n, 41, 140, sigma, alpha)], rel=1e-12)
+    assert radius.tolist() == pytest.approx([bounds.dkw_radius(n, 41, 140, sigma, alpha)], rel=1e-12)
+    # the pin is sharp: k_max off by one moves it
+    for k_min, k_max in ((41, 139), (41, 141)):
+        assert abs(_dkw_radius_by_hand(n, k_min, k_max, sigma, alpha) - float(radius[0])) > 1e-4
+    # the lower side binds when the upper block is far above
+    delta = 1.5
+    row1 = torch.cat([torch.arange(8, dtype=torch.float64).repeat_interleave(20),
+                      torch.full((40,), 50.0, dtype=torch.float64)])
+    both = certified_radius_samples(torch.stack([row0, row1]), delta, sigma, alpha)
+    assert both.tolist() == pytest.approx(
+        [_dkw_radius_by_hand(n, 61, 120, sigma, alpha), _dkw_radius_by_hand(n, 61, 120, sigma, alpha)], rel=1e-12)
+    lopsided = torch.cat([torch.zeros(61, dtype=torch.float64), torch.full((139,), 4.0, dtype=torch.float64)])
+    # median y_(100) = 4; inside [2.5, 5.5] = ranks 62..200: the lower side binds, and
+    # k_min off by one (61 or 63) would move the radius
+    lopsided_radius = float(certified_radius_samples(lopsided[None], 1.5, sigma, alpha)[0])
+    assert lopsided_radius == pytest.approx(sigma * -stats.norm.ppf(61 / n + math.sqrt(math.log(2 / alpha) / (2 * n))),
+                                            rel=1e-12)
+    for k_min in (61, 63):
+        assert abs(_dkw_radius_by_hand(n, k_min, 200, sigma, alpha) - lopsided_radius) > 1e-4
+
+
+def test_certified_radius_is_centred_on_the_reported_median():
+    """Blocks 0 x 50, 3 x 5, 4 x 45, 5 x 40, 6 x 20, 9 x 40 (n = 200): the reported median
+    y_(100) is 4 (y_(101) is 5). delta 1 around 4 keeps ranks 51..140; around 5 it would
+    keep ranks 56..160, a different radius."""
+    n, sigma, alpha = 200, 0.3, 0.05
+    values = [(0.0, 50), (3.0, 5), (4.0, 45), (5.0, 40), (6.0, 20), (9.0, 40)]
+    row = torch.cat([torch.full((k,), v, dtype=torch.float64) for v, k in values])
+    assert float(certify_samples(row[None], 0.0, sigma, alpha).median[0]) == 4.0
+    radius = float(certified_radius_samples(row[None], 1.0, sigma, alpha)[0])
+    assert radius == pytest.approx(_dkw_radius_by_hand(n, 51, 140, sigma, alpha), rel=1e-12)
+    assert abs(radius - _dkw_radius_by_hand(n, 56, 160, sigma, alpha)) > 1e-3
+
+
+def test_certified_radius_samples_compares_exactly_not_in_the_score_dtype():
+    """bfloat16 scores 89.0 / 89.5 / 90.0, median 89.5, delta 0.3: only the 89.5 block
+    (ranks 61..140) is within delta. In bf16, 89.5 - 0.3 rounds to 89.0 and 89.5 + 0.3
+    to 90.0, which would count all 200 samples as inside."""
+    n, sigma, alpha = 200, 0.25, 0.05
+    row = torch.tensor([89.0] * 60 + [89.5] * 80 + [90.0] * 60, dtype=torch.bfloat16)
+    assert float((row[100] - torch.tensor(0.3, dtype=torch.bfloat16))) == 89.0  # the trap
+    expected = _dkw_radius_by_hand(n, 61, 140, sigma, alpha)
+    assert certified_radius_samples(row[None], 0.3, sigma, alpha).tolist() == pytest.approx([expected], rel=1e-12)
+    # a sample exactly delta away is inside; one float64 ulp farther is not
+    # (1.0 + the float below 0.25 rounds to 1.25 in float64: the exact comparison matters)
+    edge = torch.tensor([[0.0] * 40 + [1.0] * 110 + [1.25] * 50], dtype=torch.float64)  # median y_(100) = 1.0
+    inside = _dkw_radius_by_hand(n, 41, 200, sigma, alpha)
+    outside = _dkw_radius_by_hand(n, 41, 150, sigma, alpha)
+    assert abs(inside - outside) > 1e-3
+    assert certified_radius_samples(edge, 0.25, sigma, alpha).tolist() == pytest.approx([inside], rel=1e-12)
+    assert certified_radius_samples(edge, math.nextafter(0.25, 0.0), sigma, alpha).tolist() == pytest.approx(
+        [outside], rel=1e-12)
+
+
+def test_half_precision_input_gets_float32_noise_then_is_cast():
+    """The noise of a float16 / bfloat16 image is drawn in float32 and added in float32;
+    only the noisy, clipped image is rounded to the input dtype."""
+    from certiqa.noise import GaussianStreams
+
+    for dtype in (torch.float16, torch.bfloat16):
+        x = _image((1, 3, 4, 4), dtype=torch.float32).to(dtype)
+        seen = []
+
+        def model(z: torch.Tensor) -> torch.Tensor:
+            seen.append(z.clone())
+            return z.float().mean(dim=(1, 2, 3))
+
+        samples = SmoothedIQA(model, 0.1, n=6, batch_size=6, seed=4).sample(x)
+        assert samples.dtype == torch.float64 and seen[0].dtype == dtype
+        with GaussianStreams(4, "cpu") as streams:
+            noise = streams.normal_(torch.empty((6, 3, 4, 4)), 0.1)
+        expected = (noise + x.float()).clamp(0, 1).to(dtype)
+        assert torch.equal(seen[0], expected)
