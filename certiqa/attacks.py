@@ -21,10 +21,13 @@ in eval mode; only the input gradient is computed (parameters get no ``.grad``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import betainc
 from torch import nn
 
 from ._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
@@ -40,6 +43,7 @@ __all__ = [
     "Korhonen",
     "ExpectedScore",
     "SmoothedPGDL2",
+    "harrell_davis_weights",
     "sobel_activity",
     "DIRECTIONS",
     "make_attack",
@@ -317,22 +321,173 @@ class ExpectedScore(nn.Module):
         return self.smoothed.base_scores(repeated, noise).view(batch, k).mean(dim=1)
 
 
-class SmoothedPGDL2(PGDL2):
-    """Adaptive l2 PGD on a smoothed model: each step climbs the expectation over
-    ``samples`` noise draws of the base score (through the denoiser when the smoothed
-    model has one), the ``"away"`` direction chosen from the smoothed median.
+def harrell_davis_weights(k: int, q: float) -> torch.Tensor:
+    """Weights (k,) of the Harrell-Davis estimate of the q-quantile from k sorted samples.
 
-    ``attack = SmoothedPGDL2(smoothed, eps=0.25, steps=10, samples=8); x_adv = attack(x)``.
+    The estimate is ``sum_i W_i y_(i)`` with ``W_i = I_{i/k}(a, b) - I_{(i-1)/k}(a, b)``,
+    ``a = q (k + 1)``, ``b = (1 - q)(k + 1)``, I the regularised incomplete beta function:
+    a smooth L-estimator whose gradient reaches every sample near the quantile, not only
+    the one or two at it. The weights are >= 0 and sum to 1.
+    """
+    check_int("k", k)
+    if not 0 < q < 1:
+        raise ValueError(f"q must lie strictly between 0 and 1, got {q!r}.")
+    edges = betainc(q * (k + 1), (1 - q) * (k + 1), np.arange(k + 1) / k)
+    return torch.from_numpy(np.diff(edges))
+
+
+class SmoothedPGDL2(PGDL2):
+    """Adaptive l2 PGD against the *median* of a smoothed model (or another percentile).
+
+    The smoothed score of x' = x + delta is the median of f(D(clip(x' + G))); each step
+    climbs a smooth estimate of that median: the Harrell-Davis quantile
+    (:func:`harrell_davis_weights`) of ``samples`` noisy scores, whose gradient is
+    ``sum_k W_rank(k) grad f(D(clip(x' + G_k))))`` through the clip and the denoiser.
+    ``objective="mean"`` climbs the mean instead (expectation over transformation),
+    and a float q in (0, 1) the q-quantile.
+
+    - Noise draws: each step's gradient uses ``samples`` fresh draws, and its two
+      passes (scores for the ranks, then gradients) share them; the restarts are
+      compared on one shared selection draw (common random numbers). With
+      ``common_noise=True`` every step of a restart reuses the same draws instead,
+      which makes the objective one fixed function of delta but lets the steps
+      exploit that draw's sampling noise: on a linear model with a rough planted
+      perturbation (tests/test_attacks.py) fresh draws reached 99.6 % of the
+      achievable median shift in the strong setting and common draws 93 %. Draws are
+      regenerated from seeds chunk by chunk (memory bounded by ``batch_size``).
+    - Steps of l2 length ``step_size * (1 + cos(pi t / steps)) / 2`` (cosine decay;
+      ``step_size`` defaults to eps / 2), projection onto the l2 ball and [0, 1].
+    - ``restarts``: the first starts at delta = 0, later ones uniformly in the ball;
+      the restart whose final point scores best on one shared selection draw wins.
+    - The ``"away"`` direction is chosen from the smoothed median (n samples).
+
+    The cheap default is 10 steps x 32 draws; :meth:`strong` gives 50 steps x 256 draws
+    x 3 restarts. Images are attacked one at a time.
     """
 
     def __init__(
-        self, smoothed: SmoothedIQA, eps: float, *, samples: int = 8, seed: int | None = None, **kwargs: Any
+        self,
+        smoothed: SmoothedIQA,
+        eps: float,
+        *,
+        samples: int = 32,
+        objective: str | float = "median",
+        restarts: int = 1,
+        step_size: float | None = None,
+        common_noise: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
+        if not isinstance(smoothed, SmoothedIQA):
+            raise TypeError(f"smoothed must be a certiqa.SmoothedIQA, got {type(smoothed).__name__}.")
+        if "alpha" in kwargs:
+            raise ValueError("SmoothedPGDL2 takes step_size= (the first step's l2 length), not alpha=.")
+        if objective == "median":
+            objective = 0.5
+        if objective != "mean" and not (isinstance(objective, float) and 0 < objective < 1):
+            raise ValueError(f"objective must be 'median', 'mean' or a float in (0, 1), got {objective!r}.")
         self.smoothed = smoothed
-        super().__init__(ExpectedScore(smoothed, samples, seed), eps, seed=seed, **kwargs)
+        self.samples = check_int("samples", samples)
+        self.objective = objective
+        self.restarts = check_int("restarts", restarts)
+        self.common_noise = bool(common_noise)
+        kwargs.setdefault("random_start", False)
+        model = ExpectedScore(smoothed, self.samples, seed)  # carries lower_better / score_range
+        super().__init__(model, eps, alpha=step_size, seed=seed, **kwargs)
+
+    @classmethod
+    def strong(cls, smoothed: SmoothedIQA, eps: float, **kwargs: Any) -> "SmoothedPGDL2":
+        """The strong setting: 50 steps, 256 noise draws per step, 3 restarts (overridable)."""
+        settings = {"steps": 50, "samples": 256, "restarts": 3} | kwargs
+        return cls(smoothed, eps, **settings)
+
+    def default_alpha(self) -> float:
+        return self.eps / 2
+
+    def __repr__(self) -> str:
+        return (
+            f"SmoothedPGDL2(eps={self.eps:.4g}, step_size={self.alpha:.4g}, steps={self.steps}, "
+            f"samples={self.samples}, objective={self.objective!r}, restarts={self.restarts}, "
+            f"direction={self.direction!r})"
+        )
 
     def clean_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.smoothed.predict(x).to(x.device)
+        return self.smoothed.predict(x).to(device=x.device, dtype=x.dtype)
+
+    def _noise(self, x: torch.Tensor, draw_seed: int, start: int, stop: int) -> torch.Tensor:
+        """Noise draws start..stop of the draw set ``draw_seed``: the same tensors every call."""
+        generator = torch.Generator(device=x.device).manual_seed(draw_seed * 1_000_003 + start)
+        return torch.randn((stop - start,) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+
+    def _weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per draw, its weight in the objective: Harrell-Davis weight of its rank, or 1/k."""
+        k = scores.shape[0]
+        if self.objective == "mean":
+            return torch.full_like(scores, 1.0 / k)
+        weights = harrell_davis_weights(k, self.objective).to(scores)
+        out = torch.empty_like(scores)
+        out[scores.argsort()] = weights
+        return out
+
+    def _objective(self, x: torch.Tensor, draw_seed: int, with_grad: bool) -> tuple[float, torch.Tensor | None]:
+        """The surrogate at ``x`` (1, C, H, W) on draw set ``draw_seed``, and its input gradient."""
+        chunk = self.smoothed.batch_size
+        spans = [(s, min(s + chunk, self.samples)) for s in range(0, self.samples, chunk)]
+        with torch.no_grad():
+            scores = torch.cat([
+                self.smoothed.base_scores(x.expand(b - a, *x.shape[1:]), self._noise(x, draw_seed, a, b))
+                for a, b in spans
+            ])
+        weights = self._weights(scores)
+        value = float((weights * scores).sum())
+        if not with_grad:
+            return value, None
+        grad = torch.zeros_like(x)
+        for a, b in spans:  # sum_k w_k grad f_k, accumulated chunk by chunk
+            xa = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                part = (weights[a:b] * self.smoothed.base_scores(xa.expand(b - a, *x.shape[1:]),
+                                                                 self._noise(x, draw_seed, a, b))).sum()
+                (g,) = torch.autograd.grad(part, xa)
+            grad += g
+        return value, grad
+
+    def _attack_one(self, x0: torch.Tensor, sign: float, base_seed: int) -> torch.Tensor:
+        best, best_value = x0, -math.inf
+        for restart in range(self.restarts):
+            if restart == 0:
+                delta = torch.zeros_like(x0)
+            else:
+                generator = torch.Generator(device=x0.device).manual_seed(base_seed + restart)
+                direction = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+                radius = float(torch.rand((), generator=generator, device=x0.device)) ** (1 / x0.numel())
+                delta = direction / _l2(direction).clamp_min(1e-12) * radius * self.eps
+            delta = (x0 + self.project(delta)).clamp(0, 1) - x0
+            draws = base_seed * 97 + restart + 1
+            for t in range(self.steps):
+                step_draws = draws if self.common_noise else draws + 10_007 * (t + 1)
+                _, grad = self._objective(x0 + delta, step_draws, with_grad=True)
+                size = self.alpha * 0.5 * (1 + math.cos(math.pi * t / self.steps))
+                delta = delta + size * sign * grad / _l2(grad).clamp_min(1e-12)
+                delta = (x0 + self.project(delta)).clamp(0, 1) - x0
+            candidate = x0 + delta
+            value = sign * self._objective(candidate, base_seed * 97, with_grad=False)[0]  # shared selection draw
+            if value > best_value:
+                best, best_value = candidate, value
+        return best
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Adversarial images, same shape, dtype and device as ``x``, detached."""
+        check_images(x)
+        device = self.smoothed.device_for(x)
+        x0 = x.detach().to(device)
+        if self.eps == 0:
+            return x.detach().clone()
+        base_seed = self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        with _eval_mode(self.smoothed.model, self.smoothed.denoiser):
+            signs = self.signs(self.clean_scores(x0)).tolist()
+            out = [self._attack_one(x0[i : i + 1], signs[i], base_seed + 7919 * i) for i in range(x0.shape[0])]
+        return torch.cat(out).detach().to(x.device)
 
 
 def _check_attack_name(name: str) -> type[Attack]:

@@ -59,3 +59,44 @@ def test_errors():
         rb.robustness_score(CLEAN, ATTACKED, 100)
     with pytest.raises(ValueError, match="min_change"):
         rb.robustness_score(CLEAN, ATTACKED, RANGE, min_change=0)
+
+
+def test_tightness_ratio_closed_form():
+    from certiqa.tightness import tightness_ratio
+
+    ratios = tightness_ratio([10.0, 10.0, 10.0, 10.0, 10.0], [12.0, 7.0, 10.0, 11.0, 9.0],
+                             [6.0, 6.0, 10.0, 10.0, -np.inf], [14.0, 14.0, 10.0, 10.0, np.inf])
+    np.testing.assert_array_equal(ratios, [0.5, 0.75, 0.0, np.inf, 0.0])
+    with pytest.raises(ValueError, match="equal lengths"):
+        tightness_ratio([1.0], [1.0, 2.0], [0.0], [2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        tightness_ratio([np.nan], [1.0], [0.0], [2.0])
+
+
+def test_probe_certificate_on_a_linear_model_nearly_reaches_both_bounds():
+    """f = w.z: the certified half-width at eps is about eps |w| + the order-statistic
+    margin, and the attack moves the median by eps |w| exactly along w."""
+    import torch
+
+    from certiqa import SmoothedIQA
+    from certiqa.tightness import probe_certificate
+
+    w = torch.randn(48, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = lambda z: z.flatten(1) @ w  # noqa: E731
+    x = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
+    smoothed = SmoothedIQA(model, 0.05, n=2000, alpha=0.01, seed=0, batch_size=500)
+    result = probe_certificate(smoothed, x, 0.05, steps=5, samples=16)
+    half = (result.upper - result.lower) / 2
+    assert result.attacked_up - result.median == pytest.approx(0.05 * float(w.norm()), abs=0.05 * half)
+    assert 0.8 < result.ratio_up <= 1.0 and 0.8 < result.ratio_down <= 1.0
+    assert result.ratio == max(result.ratio_up, result.ratio_down)
+    with pytest.raises(ValueError, match="one image"):
+        probe_certificate(smoothed, x.expand(2, -1, -1, -1), 0.05)
+
+
+def test_tightness_result_ratios_are_signed_per_attack_direction():
+    from certiqa.tightness import TightnessResult
+
+    r = TightnessResult(median=10.0, lower=6.0, upper=14.0, attacked_up=12.0, attacked_down=11.0)
+    assert (r.ratio_up, r.ratio_down, r.ratio) == (0.5, -0.25, 0.5)
+    assert TightnessResult(10.0, -np.inf, np.inf, 11.0, 9.0).ratio == 0.0
