@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", type=int, help="shorter side in pixels before the crop")
     parser.add_argument("--crop", type=int, help="centre crop of this size (square)")
     parser.add_argument("--strong", action="store_true", help="the strong attack (50 steps x 256 draws x 3 restarts)")
+    parser.add_argument("--steps", type=int, help="override the attack's steps")
+    parser.add_argument("--samples", type=int, help="override the attack's noise draws per step")
+    parser.add_argument("--restarts", type=int, help="override the attack's restarts")
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--out", type=Path, help="CSV of the per-image results")
     args = parser.parse_args(argv)
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     denoiser = load_denoiser_from_args(args)
     smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
                            denoiser=None if denoiser is None else denoiser.to(device))
+    overrides = {k: getattr(args, k) for k in ("steps", "samples", "restarts") if getattr(args, k) is not None}
     rows = []
     paths = find_images(args.paths)
     for path in tqdm(paths, desc="attacking certificates", unit="img"):
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             image = image[:, max(top, 0) : max(top, 0) + args.crop, max(left, 0) : max(left, 0) + args.crop]
         for eps in args.eps:
             start = time.perf_counter()
-            r = probe_certificate(smoothed, image[None].contiguous(), eps, strong=args.strong, seed=args.seed)
+            r = probe_certificate(smoothed, image[None].contiguous(), eps, strong=args.strong, seed=args.seed,
+                                  **overrides)
             rows.append({"path": str(path), "eps": eps, "median": r.median, "lower": r.lower, "upper": r.upper,
                          "attacked_up": r.attacked_up, "attacked_down": r.attacked_down, "ratio_up": r.ratio_up,
                          "ratio_down": r.ratio_down, "ratio": r.ratio, "seconds": round(time.perf_counter() - start, 1)})
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(min {min(ratios):.3f}, max {max(ratios):.3f}); both sides: median {statistics.median(sides):.3f}, "
               f"wrong-direction moves {sum(s < 0 for s in sides)}/{len(sides)}; "
               f"setting: sigma={args.sigma}, n={args.n}, alpha={args.alpha}, "
-              f"attack={'strong' if args.strong else 'default'}, crop={args.crop}, resize={args.resize}")
+              f"attack={'strong' if args.strong else 'default'} {overrides or ''}, crop={args.crop}, resize={args.resize}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as fh:
