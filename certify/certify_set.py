@@ -4,8 +4,10 @@
         --where dataset=LIVE-gblur --scale 0 1 --eps 0.02 0.05 0.1 --n 50 --resize 192 --out runs/gblur.csv
 
 Writes one row per image and radius (the columns of ``certiqa certify``, plus the
-human ``score``), then prints per radius: images certified, mean width, and the
-SROCC/PLCC of the smoothed median against the scores.
+human ``score``) as each image is done, then prints per radius: images certified,
+mean width, and the SROCC/PLCC of the smoothed median against the scores. The same
+engine as ``certiqa certify``: ``--resume``, SIGINT/SIGTERM and torchrun work the same
+(``torchrun --nproc-per-node K certify/certify_set.py ...``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from certiqa.cli import add_model_arguments, load_denoiser_from_args, load_model_from_args, resolve_device
+from certiqa.cli import (
+    add_model_arguments,
+    add_run_arguments,
+    describe_models,
+    load_denoiser_from_args,
+    load_model_from_args,
+    resolve_device,
+)
 from certiqa.data import CSVDataset
-from certiqa.runner import certify_paths, summarize_by_eps, write_results
+from certiqa.distributed import join
+from certiqa.runner import RunRefused, certify_paths, summarize_by_eps
 from certiqa.smoothing import SmoothedIQA
 
 
@@ -33,34 +43,37 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(parser)
     parser.add_argument("--sigma", type=float, default=0.12)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1])
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("-n", "--n", type=int, default=1000, help="noise samples per image (write -n under torchrun)")
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resize", type=int, help="shorter side in pixels (stated in the output rows)")
     parser.add_argument("--limit", type=int, help="only the first N images")
-    parser.add_argument("--out", type=Path, help=".csv or .json")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
-    device = resolve_device(args.device)
-    model = load_model_from_args(args).to(device)
-    denoiser = load_denoiser_from_args(args)
-    data = CSVDataset(args.root, args.table, scale=tuple(args.scale), higher_is_better=not args.lower_better,
-                      path_column=args.path_column, score_column=args.score_column, skip_unscored=True,
-                      where=dict(w.split("=", 1) for w in args.where))
-    samples = data.samples[: args.limit]
-    smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                           seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None)
-    run = certify_paths(smoothed, [s.path for s in samples], args.eps, min_size=model.min_size, resize=args.resize)
-    scores = {str(s.path): s.score for s in samples}
-    for row in run.rows:
-        row["score"] = scores[row["path"]]
-    for message in run.errors:
-        print(f"error: {message}", file=sys.stderr)
-    print(summarize_by_eps(run.rows))
-    if args.out:
-        write_results(run.rows, args.out)
-    return 1 if run.errors else 0
+    group, device = join(resolve_device(args.device))
+    with group:
+        model = load_model_from_args(args).to(device)
+        denoiser = load_denoiser_from_args(args)
+        data = CSVDataset(args.root, args.table, scale=tuple(args.scale), higher_is_better=not args.lower_better,
+                          path_column=args.path_column, score_column=args.score_column, skip_unscored=True,
+                          where=dict(w.split("=", 1) for w in args.where))
+        samples = data.samples[: args.limit]
+        smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
+                               seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None)
+        try:
+            run = certify_paths(
+                smoothed, [str(s.path) for s in samples], args.eps, out=args.out,
+                provenance=describe_models(args, model), extra={str(s.path): {"score": s.score} for s in samples},
+                resume=args.resume, min_size=model.min_size, resize=args.resize,
+                max_noise_bytes=args.max_noise_mb << 20, group=group,
+            )
+        except (RunRefused, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+    if run.is_main and run.rows:
+        print(summarize_by_eps(run.rows))
+    return run.exit_status
 
 
 if __name__ == "__main__":

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
-from .io import find_images
+from .io import file_sha256, find_images
 from torch import nn
 
-from .denoisers import load_denoiser, pretrained
+from .denoisers import load_denoiser, pretrained, pretrained_path
+from .distributed import join
 from .models import CNNIQA, default_model
-from .runner import certify_paths, check_output_path, format_table, write_results
+from .models.default import DEFAULT_WEIGHTS
+from .runner import DEFAULT_MAX_NOISE_BYTES, RunRefused, certify_paths, check_output_path, format_table
 from .smoothing import SmoothedIQA
 
-__all__ = ["main", "build_parser", "add_model_arguments", "load_model_from_args", "load_denoiser_from_args", "resolve_device"]
+__all__ = [
+    "main",
+    "build_parser",
+    "add_model_arguments",
+    "add_run_arguments",
+    "load_model_from_args",
+    "load_denoiser_from_args",
+    "describe_models",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,6 +50,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="denoiser file (certiqa.denoisers.save_denoiser) put before the model inside the "
                              "smoothing; 'pretrained' takes the shipped one for the default model at --sigma")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a certification run's output (shared with certify/certify_set.py)."""
+    parser.add_argument("--out", metavar="FILE",
+                        help="results file: .csv or .jsonl (rows written as each image is done) or .json (at the end)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the images already in --out (same settings required) and certify the rest")
+    parser.add_argument("--max-noise-mb", type=int, default=DEFAULT_MAX_NOISE_BYTES >> 20, metavar="MB",
+                        help="largest noise buffer in MiB; larger images get a smaller batch (%(default)s)")
 
 
 def load_model_from_args(args: argparse.Namespace) -> CNNIQA:
@@ -61,40 +85,78 @@ def load_denoiser_from_args(args: argparse.Namespace) -> nn.Module | None:
         raise SystemExit(f"certiqa: error: {err}") from None
 
 
+def describe_models(args: argparse.Namespace, model: nn.Module) -> dict[str, Any]:
+    """Provenance of the model and the denoiser, recorded in every row and compared on
+    ``--resume``: each as named on the command line with the SHA-256 of its file, and
+    the model's ``lower_better`` and ``score_range``."""
+    weights = Path(args.weights) if args.weights is not None else DEFAULT_WEIGHTS
+    if args.denoiser is None:
+        denoiser_file = None
+    else:
+        denoiser_file = pretrained_path(args.sigma) if args.denoiser == "pretrained" else Path(args.denoiser)
+    score_range = getattr(model, "score_range", None)
+    return {
+        "model": f"cnniqa:{args.weights}" if args.weights is not None else "default",
+        "model_sha256": file_sha256(weights),
+        "lower_better": getattr(model, "lower_better", None),
+        "score_range": list(score_range) if score_range is not None else None,
+        "denoiser": args.denoiser,
+        "denoiser_sha256": file_sha256(denoiser_file) if denoiser_file is not None else None,
+    }
+
+
+def _log(message: str) -> None:
+    tqdm.write(f"certiqa: {message}", file=sys.stderr)
+
+
 def _certify(args: argparse.Namespace) -> int:
-    bad = [e for e in args.eps if not e >= 0]
+    bad = [e for e in args.eps if not (math.isfinite(e) and e >= 0)]
     if bad:
-        raise SystemExit(f"certiqa: error: --eps must be >= 0, got {bad[0]}.")
-    device = resolve_device(args.device)
-    model = load_model_from_args(args).to(device)
-    denoiser = load_denoiser_from_args(args)
-    denoiser = denoiser.to(device) if denoiser is not None else None
+        raise SystemExit(f"certiqa: error: --eps must be a finite number >= 0 (an l2 radius in [0, 1] pixel units), "
+                         f"got {bad[0]}.")
+    if args.max_noise_mb < 1:
+        raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
+    if args.resume and not args.out:
+        raise SystemExit("certiqa: error: --resume needs --out, the file to resume.")
     try:
         if args.out:
             check_output_path(args.out)
-        smoothed = SmoothedIQA(
-            model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
-            denoiser=denoiser,
-        )
-        paths = find_images(args.paths)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        group, device = join(resolve_device(args.device))
+    except ValueError as err:
         raise SystemExit(f"certiqa: error: {err}") from None
-    if not paths:
-        raise SystemExit("certiqa: error: no image files found in " + ", ".join(args.paths))
-    run = certify_paths(smoothed, paths, args.eps, min_size=model.min_size, progress=not args.quiet)
-    for message in run.errors:
-        print(f"certiqa: error: {message}", file=sys.stderr)
+    with group:
+        model = load_model_from_args(args).to(device)
+        denoiser = load_denoiser_from_args(args)
+        denoiser = denoiser.to(device) if denoiser is not None else None
+        try:
+            smoothed = SmoothedIQA(
+                model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
+                denoiser=denoiser,
+            )
+            paths = find_images(args.paths)
+            if not paths:
+                raise ValueError("no image files found in " + ", ".join(args.paths))
+            run = certify_paths(
+                smoothed, paths, args.eps, out=args.out, provenance=describe_models(args, model), resume=args.resume,
+                min_size=model.min_size, max_noise_bytes=args.max_noise_mb << 20, group=group,
+                progress=not args.quiet, log=_log,
+            )
+        except (RunRefused, ValueError, TypeError, FileNotFoundError) as err:
+            raise SystemExit(f"certiqa: error: {err}") from None
+    if not run.is_main:
+        return run.exit_status
     if run.rows:
         print(format_table(run.rows))
-    if args.out:
-        write_results(run.rows, args.out)
+    if args.out and (run.interrupted is None or not group.distributed):
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
+    resumed = f", {run.resumed} image(s) kept from {args.out}" if run.resumed else ""
     print(
-        f"{len(run.rows)} row(s), {len(run.errors)} failed (sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, "
-        f"n={args.n}, alpha={args.alpha}, device={device.type})",
+        f"{len(run.rows)} row(s), {run.certified} image(s) certified now{resumed}, {len(run.errors)} failed "
+        f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, n={args.n}, alpha={args.alpha}, "
+        f"device={device.type}, processes={group.world_size})",
         file=sys.stderr,
     )
-    return 1 if run.errors else 0
+    return run.exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,11 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--sigma", type=float, default=0.12, help="noise level in [0, 1] pixel units (0.12)")
     cert.add_argument("--eps", type=float, nargs="+", default=[0.05],
                       help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
-    cert.add_argument("--n", type=int, default=1000, help="noise samples per image (1000)")
+    cert.add_argument("-n", "--n", type=int, default=1000,
+                      help="noise samples per image (1000); write -n under torchrun, whose parser takes --n for its own")
     cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
     cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
-    cert.add_argument("--out", metavar="FILE", help="write results to a .csv or .json file")
+    add_run_arguments(cert)
     cert.add_argument("--quiet", action="store_true", help="no progress bar")
     cert.set_defaults(func=_certify)
     return parser

@@ -1,14 +1,17 @@
 """Image files to tensors: (3, H, W) float32 in [0, 1].
 
-Reads what Pillow reads (JPEG, PNG, BMP, TIFF, ...): 8- and 16-bit, grayscale
+Reads what Pillow reads (JPEG, PNG, BMP, TIFF, GIF, ...): 8- and 16-bit, grayscale
 (replicated to three channels), palette images, and RGBA/LA (the alpha channel
 is dropped, not composited). EXIF orientation is applied. Pillow reduces 16-bit
 *colour* images to 8 bits per channel on reading; 16-bit grayscale keeps its
-full precision.
+full precision. Of a file holding several frames (animated GIF, PNG or WebP,
+multi-page TIFF) only the first frame is read; ``LoadedImage.frames`` says how
+many the file holds, so callers can say so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -29,9 +32,10 @@ __all__ = [
     "load_image",
     "find_images",
     "resize_image",
+    "file_sha256",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 DEFAULT_MAX_PIXELS = 64_000_000  # about 770 MB as a float32 (3, H, W) tensor
 
 
@@ -42,11 +46,13 @@ class ImageLoadError(ValueError):
 @dataclass(frozen=True)
 class LoadedImage:
     """An image read from ``path``: ``image`` (3, H, W) in [0, 1]; ``original_size``
-    (H, W) before any resizing, so callers can state it."""
+    (H, W) before any resizing, so callers can state it; ``frames``, the number of
+    frames in the file (only the first is in ``image``)."""
 
     path: str
     image: torch.Tensor
     original_size: tuple[int, int]
+    frames: int = 1
 
     @property
     def resized(self) -> bool:
@@ -110,6 +116,7 @@ def read_image(
                         f"{path}: {width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}; "
                         "resize it first or raise the limit."
                     )
+                frames = int(getattr(img, "n_frames", 1))
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 arr = _to_array(img, path)
@@ -130,7 +137,7 @@ def read_image(
     h, w = image.shape[-2:]
     if h < min_size or w < min_size:
         raise ImageLoadError(f"{path}: {h}x{w} pixels is smaller than the {min_size}x{min_size} the model needs.")
-    return LoadedImage(path=path, image=image, original_size=original)
+    return LoadedImage(path=path, image=image, original_size=original, frames=frames)
 
 
 def load_image(path: str | os.PathLike, **kwargs) -> torch.Tensor:
@@ -152,6 +159,15 @@ def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     out = F.interpolate(batched, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     out = out.clamp(0.0, 1.0)
     return out if image.ndim == 4 else out[0]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def find_images(paths: Iterable[str | os.PathLike], *, recursive: bool = True) -> list[Path]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,10 +24,11 @@ STREAMS = 8
 
 
 class GaussianStreams:
-    """``streams`` independent N(0, 1) generators on ``device``, seeded from one integer.
+    """``streams`` independent N(0, 1) generators on ``device``, seeded from one seed.
 
     Args:
-        seed: integer seed >= 0, or None for fresh OS entropy.
+        seed: an int >= 0 or a non-empty sequence of them (the entropy of numpy's
+            ``SeedSequence``), or None for fresh OS entropy.
         device: where the noise is drawn (CPU or CUDA).
         streams: number of independent generators; part of what the noise depends on.
 
@@ -34,11 +36,13 @@ class GaussianStreams:
     :meth:`normal_` on each buffer to fill.
     """
 
-    def __init__(self, seed: int | None, device: torch.device | str, streams: int = STREAMS) -> None:
+    def __init__(self, seed: int | Sequence[int] | None, device: torch.device | str, streams: int = STREAMS) -> None:
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise ValueError(f"streams must be a positive int, got {streams!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}.")
+        entropy = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+        valid = all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in entropy)
+        if seed is not None and not (entropy and valid):
+            raise ValueError(f"seed must be an int >= 0, a non-empty sequence of such ints, or None, got {seed!r}.")
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())  # tensors report an index

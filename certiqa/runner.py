@@ -1,34 +1,141 @@
 """Certify image files and write the results: the engine behind ``certiqa certify``
-and the scripts in ``certify/``."""
+and ``certify/certify_set.py``.
+
+Nothing is lost and nothing is done twice:
+
+- each image's rows are appended to the output and flushed to disk (fsync) as soon
+  as the image is certified: CSV for ``.csv``, JSON Lines for ``.jsonl``. A ``.json``
+  output is written atomically at the end; meanwhile its rows stream to
+  ``OUT.partial.jsonl``. The output is opened before any work, so an unwritable
+  ``--out`` is refused at once;
+- ``resume=True`` keeps every image whose rows are complete in the output (a torn
+  last line left by a kill is dropped and its image redone) and certifies the
+  others, once it has checked that the output was made with the same settings;
+- SIGINT / SIGTERM drop the image being certified (or let its rows finish writing),
+  keep every finished row and return (exit status 130 / 143 in the command line);
+- an image that fails (unreadable, too small, too large for the noise-buffer limit,
+  out of memory, the model raising) is reported and the run goes on;
+- under torchrun (:mod:`certiqa.distributed`) each process certifies every K-th
+  image still to do into ``OUT.parts/rank-R.jsonl``, and rank 0 merges the parts
+  into OUT in input order at the end (or at the next resume).
+
+At the end (and after an interruption) OUT holds every finished row in input order.
+Every row records where it came from: the settings, the provenance dict of the
+caller (model and denoiser names and SHA-256, lower_better, score_range), the
+image file's SHA-256, the device and the torch and certiqa versions.
+
+With a seed, the noise of an image is drawn from ``SeedSequence([seed, *words])``,
+words being the image file's SHA-256 (:func:`image_noise_seed`): it depends on the
+seed and the file only, not on the image's position, rank or the number of
+processes (and, as always, on the device and the batch size, which each row records).
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from types import FrameType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from .io import ImageLoadError, read_image
-from ._checks import check_nonnegative
+from . import __version__
+from ._checks import check_nonnegative, check_scores
+from .distributed import Group
+from .io import ImageLoadError, file_sha256, read_image
 from .metrics import plcc, srocc
-from .smoothing import SmoothedIQA, certify_samples
+from .smoothing import SmoothedIQA, _eval_mode, certify_samples
 
-__all__ = ["CertifyRun", "certify_paths", "check_output_path", "write_results", "format_table", "summarize_by_eps", "RESULT_COLUMNS"]
+__all__ = [
+    "CertifyRun",
+    "RunRefused",
+    "certify_paths",
+    "check_output_path",
+    "image_noise_seed",
+    "flatness_warning",
+    "format_table",
+    "summarize_by_eps",
+    "RESULT_COLUMNS",
+    "ENVIRONMENT_COLUMNS",
+    "SETTING_COLUMNS",
+    "DEFAULT_MAX_NOISE_BYTES",
+    "FLAT_RATIO",
+]
 
-RESULT_COLUMNS = ("path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds")
+RESULT_COLUMNS = (
+    "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
+    "clean", "shift", "seed", "resize", "batch_size", "resized_from", "frames", "image_sha256",
+)
+ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
+# Compared on resume, with every key of the caller's provenance and the radii.
+SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize")
+DEFAULT_MAX_NOISE_BYTES = 2 << 30
+FLAT_RATIO = 0.1
+
+_FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift"})
+_INTS = frozenset({"n", "seed", "resize", "batch_size", "frames"})
+_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Log = Callable[[str], None]
+
+
+class RunRefused(ValueError):
+    """The run cannot start: the output cannot be written, or resuming it would mix settings."""
 
 
 @dataclass
 class CertifyRun:
-    """Rows for the images that were certified and one message per image that failed."""
+    """What a run did, seen from one process.
+
+    On rank 0 (the only process without torchrun): ``rows`` are every row of the
+    output in input order (earlier rows included when resuming), ``errors`` one
+    ``"PATH: reason"`` line per image that failed on any rank, ``certified`` the
+    images certified by this run on all ranks. On other ranks: their own counts and
+    errors, no rows. ``interrupted`` is the signal number that stopped this process.
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    resumed: int = 0
+    certified: int = 0
+    remaining: int = 0
+    interrupted: int | None = None
+    is_main: bool = True
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number when interrupted (130 for SIGINT, 143 for SIGTERM);
+        else 1 when an image failed (rank 0 only, which counts every rank's failures); else 0."""
+        if self.interrupted is not None:
+            return 128 + self.interrupted
+        return 1 if self.errors and self.is_main else 0
+
+
+def check_output_path(out: str | os.PathLike) -> Path:
+    """Refuse an output path whose suffix is not .csv, .jsonl or .json (before any work is done)."""
+    out = Path(out)
+    if out.suffix.lower() not in _FORMATS:
+        raise ValueError(f"--out must end in .csv, .jsonl or .json, got {str(out)!r}.")
+    return out
+
+
+def image_noise_seed(seed: int, sha256_hex: str) -> list[int]:
+    """The noise seed of one image, ``[seed, w1, ..., w8]`` with w the eight big-endian
+    32-bit words of the image file's SHA-256; pass it as ``SmoothedIQA.sample(x, seed=...)``."""
+    return [seed, *(int(w) for w in np.frombuffer(bytes.fromhex(sha256_hex), dtype=">u4"))]
 
 
 def certify_paths(
@@ -36,60 +143,604 @@ def certify_paths(
     paths: Iterable[str | os.PathLike],
     eps: float | Sequence[float],
     *,
+    out: str | os.PathLike | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    resume: bool = False,
     min_size: int = 1,
     resize: int | tuple[int, int] | None = None,
+    max_noise_bytes: int = DEFAULT_MAX_NOISE_BYTES,
+    group: Group | None = None,
     progress: bool = True,
+    log: Log | None = None,
 ) -> CertifyRun:
-    """Certify each image file on its own; a file that fails is reported and skipped.
+    """Certify each image file on its own, streaming the rows to ``out``.
 
-    One noise sample set per image serves every radius in ``eps`` (one row per
-    image and radius). Each row holds the path, the median, the certified
-    [lower, upper], the settings and the seconds spent on the image (reading
-    included). Errors are ``"PATH: reason"`` lines, in input order.
+    One noise sample set per image serves every radius in ``eps`` (one row per image
+    and radius, columns :data:`RESULT_COLUMNS`, then the keys of ``extra``, then those
+    of ``provenance``, then :data:`ENVIRONMENT_COLUMNS`). ``clean`` is the model's
+    score of the image itself (no noise, no denoiser) and ``shift`` = median - clean.
+
+    Args:
+        smoothed: the smoothed model; its seed, with each file's SHA-256, seeds each image.
+        paths: image files; a file given twice (by any spelling) is certified once.
+        eps: radius or radii (duplicates dropped).
+        out: a .csv, .jsonl or .json file (None: rows only returned, nothing written).
+        provenance: plain values recorded in every row and compared on resume, e.g.
+            model, model_sha256, denoiser, denoiser_sha256, lower_better, score_range.
+        extra: per path (as given), more columns for its rows (e.g. a human score).
+        resume: keep the images already complete in ``out`` and certify the others.
+        min_size, resize: passed to :func:`certiqa.io.read_image`.
+        max_noise_bytes: largest noise buffer; an image whose ``batch_size`` noisy
+            copies exceed it is certified with a smaller batch, or refused when one
+            copy does.
+        group: this process's place under torchrun (default: one process).
+        progress: show a progress bar (rank 0 only).
+        log: where messages go (default: stderr, above the progress bar).
+
+    Raises:
+        RunRefused: ``out`` cannot be written, is not a certiqa results file, or (with
+            ``resume``) was made with other settings; raised on every rank, before any
+            image is certified.
     """
-    radii = [check_nonnegative("eps", e) for e in ([eps] if isinstance(eps, (int, float)) else eps)]
-    run = CertifyRun()
-    paths = list(paths)
-    for path in tqdm(paths, desc="certifying", unit="img", disable=not progress):
+    radii = list(dict.fromkeys(check_nonnegative("eps", e) for e in ([eps] if isinstance(eps, (int, float)) else eps)))
+    if not radii:
+        raise ValueError("eps must name at least one radius.")
+    return _Run(
+        smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
+        min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
+        progress=progress, log=log or _stderr,
+    ).run()
+
+
+def _stderr(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+class _ImageFailure(Exception):
+    """One image cannot be certified; the message names the file and the reason."""
+
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler to drop the image being certified."""
+
+
+class _SignalGuard:
+    """Turns SIGINT/SIGTERM into :class:`_Interrupted`, or, inside :meth:`deferred`,
+    into a flag read after the block (so rows are never half written). Handlers are
+    installed only in the main thread and restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._deferring = 0
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {s: signal.signal(s, self._handle) for s in _SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if not self._deferring:
+            raise _Interrupted(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+
+
+class _Run:
+    def __init__(
+        self,
+        smoothed: SmoothedIQA,
+        paths: list[str | os.PathLike],
+        radii: list[float],
+        *,
+        out: str | os.PathLike | None,
+        provenance: dict[str, Any],
+        extra: Mapping[str, Mapping[str, Any]],
+        resume: bool,
+        min_size: int,
+        resize: int | tuple[int, int] | None,
+        max_noise_bytes: int,
+        group: Group,
+        progress: bool,
+        log: Log,
+    ) -> None:
+        self.smoothed, self.radii, self.group, self.log = smoothed, radii, group, log
+        self.min_size, self.resize, self.max_noise_bytes = min_size, resize, int(max_noise_bytes)
+        self.provenance, self.extra, self.resume, self.progress = provenance, extra, resume, progress
+        self.paths = self._unique(paths)
+        self.out = check_output_path(out) if out is not None else None
+        if self.out is None and (resume or group.distributed):
+            raise RunRefused("--resume and torchrun runs need --out: the rows are kept in (and met through) files.")
+        self.fmt = _FORMATS[self.out.suffix.lower()] if self.out is not None else None
+        if self.out is not None:
+            self.home = self.out if self.fmt != "json" else self.out.with_name(self.out.name + ".partial.jsonl")
+            self.parts = self.out.with_name(self.out.name + ".parts")
+        self.stream_fmt = "csv" if self.fmt == "csv" and not group.distributed else "jsonl"
+        extra_keys = sorted({k for columns in extra.values() for k in columns})
+        keys = [*extra_keys, *provenance]
+        clash = sorted({k for k in keys if k in RESULT_COLUMNS or k in ENVIRONMENT_COLUMNS or keys.count(k) > 1})
+        if clash:
+            raise ValueError(f"extra and provenance columns must be new and distinct, got {clash} more than once.")
+        self.columns = [*RESULT_COLUMNS, *extra_keys, *provenance, *ENVIRONMENT_COLUMNS]
+        self.file_columns = list(self.columns)
+        self.environment = {
+            "device": str(smoothed.device_for(torch.empty(0))),
+            "torch": torch.__version__,
+            "certiqa": __version__,
+        }
+        settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha, "seed": smoothed.seed,
+                    "resize": list(resize) if isinstance(resize, tuple) else resize}
+        self.settings = {**settings, **provenance}
+        self.expected = {key: _text(value) for key, value in self.settings.items()}
+        self.radii_text = sorted(_text(r) for r in radii)
+
+    def _unique(self, paths: list[str | os.PathLike]) -> list[str]:
+        seen: set[str] = set()
+        unique = []
+        for path in paths:
+            key = os.path.realpath(path)
+            if key in seen:
+                self.log(f"note: {os.fspath(path)} is given more than once; it is certified once.")
+                continue
+            seen.add(key)
+            unique.append(os.fspath(path))
+        return unique
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> CertifyRun:
+        with _SignalGuard() as guard:
+            with guard.deferred():
+                plan = self._plan() if self.group.is_main else None
+                plan = self.group.broadcast(plan)
+            if "refused" in plan:
+                raise RunRefused(plan["refused"])
+            done = set(plan["done"])
+            todo = [p for p in self.paths if p not in done]
+            mine = todo[self.group.rank :: self.group.world_size]
+            if self.group.is_main and plan["resumed"]:
+                self.log(f"resuming {self.out}: {plan['resumed']} image(s) already certified there, {len(todo)} to go.")
+            result = CertifyRun(resumed=plan["resumed"], is_main=self.group.is_main)
+            rows = self._certify_share(mine, guard, result)
+            if result.interrupted is not None:
+                if not self.group.distributed:
+                    with guard.deferred():
+                        result.rows = self._finish(rows, result)
+                self._tell_how_to_resume(result)
+                return result
+            with guard.deferred():
+                gathered = self.group.gather((result.errors, result.certified))
+                if self.group.is_main:
+                    assert gathered is not None
+                    result.errors = [e for errors, _ in gathered for e in errors]
+                    result.certified = sum(count for _, count in gathered)
+                    result.rows = self._finish(rows, result)
+                    warning = flatness_warning(result.rows)
+                    if warning:
+                        self.log(f"warning: {warning}")
+                else:
+                    result.rows = []
+        return result
+
+    def _certify_share(self, mine: list[str], guard: _SignalGuard, result: CertifyRun) -> list[dict[str, Any]]:
+        """Certify this process's images, appending each image's rows to its stream file."""
+        rows: list[dict[str, Any]] = []
+        stream = None
+        if self.out is not None:
+            target = self.home if not self.group.distributed else self.parts / f"rank-{self.group.rank}.jsonl"
+            stream = open(target, "a", encoding="utf-8", newline="")
+        label = "certifying" if not self.group.distributed else f"certifying (rank 0 of {self.group.world_size})"
+        bar = tqdm(mine, desc=label, unit="img", disable=not (self.progress and self.group.is_main))
+        result.remaining = len(mine)
+        try:
+            for path in bar:
+                if guard.signum is not None:
+                    break
+                try:
+                    image_rows = self._certify_one(path)
+                except _ImageFailure as failure:
+                    result.errors.append(str(failure))
+                    result.remaining -= 1
+                    self.log(f"error: {failure}")
+                    continue
+                with guard.deferred():
+                    if stream is not None:
+                        stream.write(_encode(image_rows, self.stream_fmt, self.file_columns))
+                        stream.flush()
+                        os.fsync(stream.fileno())
+                    rows.extend(image_rows)
+                    result.certified += 1
+                    result.remaining -= 1
+        except _Interrupted:
+            pass
+        finally:
+            bar.close()
+            if stream is not None:
+                stream.close()
+        result.interrupted = guard.signum
+        return rows
+
+    def _certify_one(self, path: str) -> list[dict[str, Any]]:
+        """The rows of one image; every failure becomes an :class:`_ImageFailure`."""
         start = time.perf_counter()
         try:
-            loaded = read_image(path, min_size=min_size, resize=resize)
-            samples = smoothed.sample(loaded.image.unsqueeze(0))
-        except (ImageLoadError, ValueError) as err:
-            message = str(err)
-            run.errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
-            continue
+            if self.fmt == "csv" and ("\n" in path or "\r" in path):
+                raise _ImageFailure(f"{path!r}: a line break in the path cannot go in a CSV row; rename the file "
+                                    "or write .jsonl.")
+            loaded = read_image(path, min_size=self.min_size, resize=self.resize)
+            digest = file_sha256(path)
+            x = loaded.image.unsqueeze(0)
+            smoothed = self._smoothed_for(path, loaded.image)
+            clean = self._clean_score(x)
+            seed = None if self.smoothed.seed is None else image_noise_seed(self.smoothed.seed, digest)
+            samples = smoothed.sample(x, seed=seed)
+        except _ImageFailure:
+            raise
+        except Exception as err:  # one image's failure, whatever it is, must not end the run
+            raise _ImageFailure(self._failure_message(path, err)) from None
+        if loaded.frames > 1:
+            self.log(f"note: {path}: {loaded.frames} frames; only the first was certified (column frames).")
         seconds = round(time.perf_counter() - start, 4)
-        for radius in radii:
-            row: dict[str, Any] = {"path": str(path)}
-            row.update(certify_samples(samples, radius, smoothed.sigma, smoothed.alpha).to_records()[0])
-            if loaded.resized:
-                row["resized_from"] = "x".join(map(str, loaded.original_size))
-            row["seconds"] = seconds
-            run.rows.append(row)
-    return run
+        rows = []
+        for radius in self.radii:
+            row: dict[str, Any] = {"path": path}
+            row.update(certify_samples(samples, radius, self.smoothed.sigma, self.smoothed.alpha).to_records()[0])
+            row.update(self.settings)
+            row.update(
+                seconds=seconds,
+                clean=clean,
+                shift=row["median"] - clean,
+                batch_size=smoothed.batch_size,
+                resized_from="x".join(map(str, loaded.original_size)) if loaded.resized else None,
+                frames=loaded.frames,
+                image_sha256=digest,
+            )
+            row.update(self.extra.get(path, {}))
+            row.update(self.environment)
+            rows.append({column: row.get(column) for column in self.columns})
+        return rows
+
+    def _smoothed_for(self, path: str, image: torch.Tensor) -> SmoothedIQA:
+        """The smoothed model with a batch lowered so the noise buffer stays within the limit."""
+        per_copy = image.numel() * image.element_size()
+        batch = min(self.smoothed.batch_size, self.max_noise_bytes // per_copy)
+        height, width = image.shape[-2:]
+        limit = _size(self.max_noise_bytes)
+        if batch < 1:
+            raise _ImageFailure(
+                f"{path}: one noisy copy of this {height}x{width} image takes {_size(per_copy)}, more than "
+                f"the noise-buffer limit of {limit}; resize the image or raise the limit (--max-noise-mb)."
+            )
+        if batch == self.smoothed.batch_size:
+            return self.smoothed
+        self.log(f"note: {path}: batch lowered from {self.smoothed.batch_size} to {batch} so that the noise buffer "
+                 f"of this {height}x{width} image stays within {limit} (column batch_size).")
+        lowered = copy.copy(self.smoothed)
+        lowered.batch_size = batch
+        return lowered
+
+    def _clean_score(self, x: torch.Tensor) -> float:
+        """f(x): the model's score of the image itself, no noise and no denoiser."""
+        model = self.smoothed.model
+        with torch.inference_mode(), _eval_mode(model):
+            return float(check_scores(model(x.to(self.smoothed.device_for(x))), 1)[0])
+
+    @staticmethod
+    def _failure_message(path: str, err: Exception) -> str:
+        if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"out of memory ({first}); lower --batch-size or --max-noise-mb, or resize the image."
+        elif isinstance(err, ValueError):  # the library's own checks say what and how
+            message = str(err)
+        else:
+            message = f"{type(err).__name__}: {err}"
+        return message if message.startswith(path) else f"{path}: {message}"
+
+    def _tell_how_to_resume(self, result: CertifyRun) -> None:
+        name = signal.Signals(result.interrupted).name if result.interrupted is not None else "a signal"
+        who = f"rank {self.group.rank}: " if self.group.distributed else ""
+        if self.out is None:
+            kept = "no --out was given, so they are only printed"
+        elif self.group.distributed:
+            kept = f"they are kept in {self.parts}{os.sep} until a resumed run merges them into {self.out}"
+        else:
+            kept = f"they are kept in {self.out}"
+        hint = "; run the same command again with --resume to certify the rest" if self.out is not None else ""
+        self.log(f"{who}interrupted by {name}: {result.certified} image(s) certified by this run, "
+                 f"{result.remaining} not; {kept}{hint}.")
+
+    # -- files -----------------------------------------------------------------------
+
+    def _plan(self) -> dict[str, Any]:
+        """Rank 0, before any image: open the output and, when resuming, keep its complete
+        images (they move into the stream file, in input order); the parts of an earlier
+        torchrun run are merged the same way. Returns the plan for every rank."""
+        if self.out is None:
+            return {"done": [], "resumed": 0}
+        try:
+            images = self._read_existing(check=True) if self.resume else {}
+            rows = self._ordered(images)
+            self.file_columns = _merged_columns(self.columns, rows)
+            ancestor = next(folder for folder in self.out.parents if folder.exists())
+            if not ancestor.is_dir():
+                raise RunRefused(f"cannot write --out {self.out}: {ancestor} is a file, not a folder.")
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            home_fmt = "csv" if self.fmt == "csv" else "jsonl"
+            _atomic_write(self.home, _encode(rows, home_fmt, self.file_columns, header=True))
+            if self.fmt == "json" and not self.resume and self.out.exists():
+                self.out.unlink()  # an older result must not look current
+            _remove_parts(self.parts)
+            if self.group.distributed:
+                self.parts.mkdir()
+        except RunRefused as err:
+            return {"refused": str(err)}
+        except OSError as err:
+            return {"refused": f"cannot write --out {self.out}: {err.strerror or err} ({type(err).__name__})."}
+        done = [p for p in self.paths if p in images]
+        return {"done": done, "resumed": len(done)}
+
+    def _finish(self, rows: list[dict[str, Any]], result: CertifyRun) -> list[dict[str, Any]]:
+        """Rank 0, at the end: every complete image of the stream files into ``out``, in
+        input order, written atomically; the partial file and the parts are removed."""
+        if self.out is None:
+            return rows
+        try:
+            merged = self._ordered(self._read_existing(check=False))
+            columns = _merged_columns(self.columns, merged)
+            text = json.dumps(merged, indent=2) + "\n" if self.fmt == "json" else _encode(merged, self.fmt, columns,
+                                                                                         header=True)
+            _atomic_write(self.out, text)
+            if self.fmt == "json":
+                self.home.unlink(missing_ok=True)
+            _remove_parts(self.parts)
+        except OSError as err:
+            message = (f"{self.out}: could not write the merged results ({err.strerror or err}); the rows are kept "
+                       f"in {self.home} and {self.parts}{os.sep}; fix the cause and rerun with --resume.")
+            self.log(f"error: {message}")
+            result.errors.append(message)
+            return rows
+        return merged
+
+    def _read_existing(self, *, check: bool) -> dict[str, list[dict[str, Any]]]:
+        """Complete images (path -> its rows) of the output, its partial file and its parts, first
+        seen first. With ``check``, refuse rows made with other settings."""
+        sources: list[tuple[str, Path]] = []
+        if self.fmt == "json" and self.out.is_file():
+            sources.append(("json", self.out))
+        if self.home.is_file():  # the output itself for .csv and .jsonl
+            sources.append(("csv" if self.fmt == "csv" else "jsonl", self.home))
+        if self.parts.is_dir():
+            sources.extend(("jsonl", p) for p in sorted(self.parts.glob("rank-*.jsonl")))
+        images: dict[str, list[dict[str, Any]]] = {}
+        differences: dict[str, set[str]] = {}
+        for kind, source in sources:
+            rows = _read_rows(source, kind)
+            if kind == "csv":  # a cell that reads as this run's setting gets the setting's value (and type)
+                for row in rows:
+                    row.update({k: v for k, v in self.settings.items() if k in row and _text(row[k]) == self.expected[k]})
+            complete, odd_radii = _complete_images(rows, self.radii_text)
+            if check:
+                for key, values in _differences(rows, self.expected).items():
+                    differences.setdefault(key, set()).update(values)
+                if odd_radii:
+                    differences.setdefault("eps", set()).update(odd_radii)
+            for path, image_rows in complete.items():
+                images.setdefault(path, image_rows)
+        if differences:
+            wanted = {**self.expected, "eps": " ".join(self.radii_text)}
+            listed = "; ".join(
+                f"{key}: file {', '.join(sorted(v or '(none)' for v in values))}, this run {wanted[key] or '(none)'}"
+                for key, values in differences.items()
+            )
+            raise RunRefused(
+                f"--resume: {self.out} was made with other settings ({listed}). Rerun with the file's settings, "
+                "choose another --out, or drop --resume to start over (which overwrites it)."
+            )
+        return images
+
+    def _ordered(self, images: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Rows of the input's images in input order, then those of other images as found."""
+        order = {path: i for i, path in enumerate(self.paths)}
+        paths = sorted(images, key=lambda p: order.get(p, len(order)))
+        return [row for path in paths for row in images[path]]
 
 
-def check_output_path(out: str | os.PathLike) -> Path:
-    """Refuse an output path whose suffix is not .csv or .json (before any work is done)."""
-    out = Path(out)
-    if out.suffix.lower() not in (".csv", ".json"):
-        raise ValueError(f"--out must end in .csv or .json, got {str(out)!r}.")
-    return out
+# -- row files -----------------------------------------------------------------------
 
 
-def write_results(rows: list[dict[str, Any]], out: str | os.PathLike) -> None:
-    """Write rows as CSV (``.csv``) or JSON (``.json``); other suffixes are refused."""
-    out = check_output_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(rows, indent=2) + "\n")
+def _text(value: Any) -> str:
+    """A value as its CSV cell reads: '' for None, JSON for lists and dicts, str otherwise
+    (so a value read back from CSV and the same value in memory compare equal)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+def _encode(rows: list[dict[str, Any]], fmt: str, columns: list[str], *, header: bool = False) -> str:
+    """Rows as CSV lines in ``columns`` order (with the header line if asked), or as JSON
+    Lines, each line ending in '\\n'."""
+    if fmt != "csv":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else _text(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def _merged_columns(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The run's columns, then any other column the rows have (kept, never dropped)."""
+    known = set(columns)
+    more = [c for row in rows for c in row if c not in known and not known.add(c)]
+    return [*columns, *more]
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with the numbers and flags of :data:`RESULT_COLUMNS` parsed back; empty cells
+    are None; every other cell stays text."""
+    typed: dict[str, Any] = {}
+    for key, value in row.items():
+        if value == "" and key != "path":
+            typed[key] = None
+        elif key in _FLOATS or key in _INTS:
+            try:
+                typed[key] = int(value) if key in _INTS else float(value)
+            except ValueError:
+                typed[key] = value
+        elif key == "certified":
+            typed[key] = value == "True"
+        else:
+            typed[key] = value
+    return typed
+
+
+def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+    """The rows of a results file. A last line without its newline (a torn write) is
+    dropped; any other line that is not a row is refused."""
+    data = path.read_bytes()
+    if kind == "json":
+        try:
+            rows = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunRefused(f"{path} is not a JSON results file ({err}); drop --resume to start over.") from None
+        if not isinstance(rows, list):
+            raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows; drop --resume to start over.")
+        lines: list[str] = []
+    else:
+        try:
+            lines = data[: data.rfind(b"\n") + 1].decode("utf-8").split("\n")[:-1]
+        except UnicodeDecodeError:
+            raise RunRefused(f"{path} is not UTF-8 text; it was not written by certiqa. Drop --resume to start over.")
+        if kind == "csv":
+            header, lines = (next(csv.reader(lines[:1])), lines[1:]) if lines else ([], [])
+            if lines and not {"path", "eps"} <= set(header):
+                raise RunRefused(f"{path} has no path and eps columns; it is not a certiqa results file. "
+                                 "Drop --resume to overwrite it, or choose another --out.")
+        rows = []
+        for number, line in enumerate(lines, start=2 if kind == "csv" else 1):
+            if kind == "csv":
+                values = next(csv.reader([line]), [])
+                row: Any = dict(zip(header, values)) if len(values) == len(header) else None
+            else:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+            if not isinstance(row, dict):
+                raise RunRefused(f"{path}, line {number}: not a row certiqa wrote. Remove that line, or drop "
+                                 "--resume to start over.")
+            rows.append(_typed(row) if kind == "csv" else row)
+    for row in rows:
+        if not isinstance(row, dict) or "path" not in row or "eps" not in row:
+            raise RunRefused(f"{path} holds a row without path and eps; it is not a certiqa results file. "
+                             "Drop --resume to overwrite it, or choose another --out.")
+    return rows
+
+
+def _complete_images(rows: list[dict[str, Any]], radii_text: list[str]) -> tuple[dict[str, list[dict]], set[str]]:
+    """Group a file's rows into images (consecutive rows of one path). Returns the images with
+    exactly one row per radius, and the radii of the images that are not (settings that
+    differ), leaving out the last image, which a kill may have cut short."""
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    for row in rows:
+        if groups and groups[-1][0] == row["path"]:
+            groups[-1][1].append(row)
+        else:
+            groups.append((row["path"], [row]))
+    complete: dict[str, list[dict[str, Any]]] = {}
+    odd: set[str] = set()
+    for index, (path, image_rows) in enumerate(groups):
+        radii = sorted(_text(r["eps"]) for r in image_rows)
+        if radii == radii_text:
+            complete.setdefault(path, image_rows)
+        elif index < len(groups) - 1 or not set(radii) < set(radii_text) or len(radii) != len(set(radii)):
+            odd.add(" ".join(radii))
+    return complete, odd
+
+
+def _differences(rows: list[dict[str, Any]], expected: dict[str, str]) -> dict[str, set[str]]:
+    """Per setting, the values in ``rows`` that differ from ``expected`` (as text)."""
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        for key, want in expected.items():
+            got = _text(row[key]) if key in row else "not recorded"
+            if got != want:
+                found.setdefault(key, set()).add(got)
+    return found
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for people: '22.5 KiB', '432.0 MiB', '2.0 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_parts(parts: Path) -> None:
+    """Remove the part files of a torchrun run, and their folder when nothing else is in it."""
+    if not parts.is_dir():
         return
-    columns = list(RESULT_COLUMNS) + sorted({k for row in rows for k in row} - set(RESULT_COLUMNS))
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    for part in parts.glob("rank-*.jsonl"):
+        part.unlink()
+    if not any(parts.iterdir()):
+        parts.rmdir()
+
+
+# -- summaries -----------------------------------------------------------------------
+
+
+def flatness_warning(rows: Iterable[dict[str, Any]], ratio: float = FLAT_RATIO) -> str | None:
+    """A warning when the images' smoothed medians span (max - min) less than ``ratio``
+    of the span of their clean scores; None otherwise, or with fewer than 2 images."""
+    images: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        if row.get("clean") is not None and row.get("median") is not None:
+            images.setdefault(row["path"], (float(row["median"]), float(row["clean"])))
+    if len(images) < 2:
+        return None
+    medians, cleans = zip(*images.values())
+    clean_span, median_span = max(cleans) - min(cleans), max(medians) - min(medians)
+    if not clean_span > 0 or median_span >= ratio * clean_span:
+        return None
+    return (
+        f"the smoothed medians of {len(images)} images span {median_span:.4g} while their clean scores span "
+        f"{clean_span:.4g} ({median_span / clean_span:.1%}, under {ratio:.0%}): the smoothed model has gone flat, "
+        "so its certified intervals say little about the model. Put a denoiser trained for this sigma in front "
+        "(--denoiser), or choose a smaller --sigma with the sigma sweep (see the README)."
+    )
 
 
 def summarize_by_eps(rows: list[dict[str, Any]]) -> str:
@@ -101,10 +752,10 @@ def summarize_by_eps(rows: list[dict[str, Any]]) -> str:
         widths = [r["width"] for r in group if r["certified"]]
         mean_width = f"{sum(widths) / len(widths):.4f}" if widths else "-"
         corr = ["-", "-"]
-        scored = [r for r in group if r.get("score") is not None]
+        scored = [r for r in group if r.get("score") not in (None, "")]
         if len(scored) >= 3:
             try:
-                medians, scores = [r["median"] for r in scored], [r["score"] for r in scored]
+                medians, scores = [r["median"] for r in scored], [float(r["score"]) for r in scored]
                 corr = [f"{srocc(medians, scores):.4f}", f"{plcc(medians, scores):.4f}"]
             except ValueError:  # constant medians or scores: correlation undefined
                 pass
@@ -113,8 +764,8 @@ def summarize_by_eps(rows: list[dict[str, Any]]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width terminal table: path, eps, median, lower, upper, width, certified."""
-    header = ("path", "eps", "median", "lower", "upper", "width", "certified")
+    """A fixed-width terminal table: path, eps, median, lower, upper, width, certified, clean."""
+    header = ("path", "eps", "median", "lower", "upper", "width", "certified", "clean")
     body = [
         (
             str(r["path"]),
@@ -124,6 +775,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['upper']:.4f}",
             f"{r['width']:.4f}",
             "yes" if r["certified"] else "no",
+            "-" if r.get("clean") is None else f"{r['clean']:.4f}",
         )
         for r in rows
     ]

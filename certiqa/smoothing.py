@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -178,12 +178,14 @@ class SmoothedIQA:
         """f(D(clip(x + sigma * noise))) of shape (B,), differentiable (for adaptive attacks)."""
         return check_scores(self.model(self.noisy(x, noise)), x.shape[0])
 
-    def sample(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, n: int | None = None, *, seed: int | Sequence[int] | None = None) -> torch.Tensor:
         """Sorted scores of the base model on noisy copies of ``x``.
 
         Args:
             x: images (B, C, H, W) in [0, 1].
             n: samples per image (default ``self.n``).
+            seed: the noise seed of this call only, an int >= 0 or a sequence of them
+                (:class:`certiqa.noise.GaussianStreams`); default ``self.seed``.
 
         Returns:
             (B, n) float64 tensor on the model's device, each row sorted ascending:
@@ -204,7 +206,8 @@ class SmoothedIQA:
         total = batch * n
         noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         samples = torch.empty(total, dtype=torch.float64, device=device)
-        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(self.seed, device) as noise:
+        seed = self.seed if seed is None else seed
+        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
             buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
             for start in range(0, total, self.batch_size):
                 stop = min(start + self.batch_size, total)

@@ -78,11 +78,12 @@ def test_cli_errors(shared_data, tmp_path, capsys):
     with pytest.raises(SystemExit, match="not found"):
         main(["certify", str(tmp_path), "--weights", str(tmp_path / "w.pt")])
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
-    with pytest.raises(SystemExit, match="--eps must be >= 0"):
-        main(["certify", str(tmp_path), "--weights", weights, "--eps", "-1"])
+    for eps, shown in (("-1", "-1.0"), ("inf", "inf"), ("nan", "nan")):
+        with pytest.raises(SystemExit, match=f"--eps must be a finite number >= 0 .*got {shown}\\.$"):
+            main(["certify", str(tmp_path), "--weights", weights, "--eps", "0.1", eps])
     with pytest.raises(SystemExit, match="seed must be >= 0"):
         main(["certify", str(tmp_path), "--weights", weights, "--quiet", "--seed", "-1"])
-    with pytest.raises(SystemExit, match=r"must end in \.csv or \.json"):
+    with pytest.raises(SystemExit, match=r"must end in \.csv, \.jsonl or \.json"):
         main(["certify", str(tmp_path), "--weights", weights, "--quiet", "--out", str(tmp_path / "r.txt")])
     assert capsys.readouterr().out == ""  # refused before any image was certified
 
