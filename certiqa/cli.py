@@ -143,11 +143,11 @@ def _certify(args: argparse.Namespace) -> int:
             )
         except (RunRefused, ValueError, TypeError, FileNotFoundError) as err:
             raise SystemExit(f"certiqa: error: {err}") from None
-    if not run.is_main:
+    if not run.is_main or run.interrupted is not None and group.distributed:  # nothing merged to report
         return run.exit_status
     if run.rows:
         print(format_table(run.rows))
-    if args.out and (run.interrupted is None or not group.distributed):
+    if args.out:
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
     resumed = f", {run.resumed} image(s) kept from {args.out}" if run.resumed else ""
     print(

@@ -88,6 +88,15 @@ def test_cli_errors(shared_data, tmp_path, capsys):
     assert capsys.readouterr().out == ""  # refused before any image was certified
 
 
+@pytest.mark.parametrize("text", ["hello weights\n", "these are not weights\n"])  # KeyError, IndexError inside torch
+def test_a_text_file_as_weights_gets_a_clear_message(tmp_path, text):
+    (tmp_path / "w.txt").write_text(text)
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit, match=r"w\.txt' is not a loadable PyTorch state dict for CNNIQA \(\w+Error: .*\)\. "
+                                         r"Expected a file written by torch\.save\(model\.state_dict\(\)\)\.$"):
+        main(["certify", str(tmp_path / "a.png"), "--weights", str(tmp_path / "w.txt"), "--quiet"])
+
+
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "certiqa", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("certiqa ")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from certiqa.io import ImageLoadError, find_images, load_image, read_image, resize_image
+from certiqa.io import ImageLoadError, file_sha256, find_images, load_image, read_image, resize_image
 
 
 def _rgb(h=6, w=8, seed=0) -> np.ndarray:
@@ -152,11 +152,11 @@ def test_too_small_and_too_large(tmp_path):
 
 
 def test_find_images(tmp_path):
-    for rel in ["b.png", "a.JPG", "sub/c.bmp", "sub/deep/d.tiff", "notes.txt", "sub/e.webp"]:
+    for rel in ["b.png", "a.JPG", "sub/c.bmp", "sub/deep/d.tiff", "notes.txt", "sub/e.webp", "sub/f.gif"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     names = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
-    assert names == sorted(["a.JPG", "b.png", "sub/c.bmp", "sub/deep/d.tiff", "sub/e.webp"])
+    assert names == sorted(["a.JPG", "b.png", "sub/c.bmp", "sub/deep/d.tiff", "sub/e.webp", "sub/f.gif"])
     flat = [p.name for p in find_images([tmp_path], recursive=False)]
     assert flat == ["a.JPG", "b.png"]
     # an explicit file is kept whatever its extension, so that it is reported, not skipped
@@ -191,3 +191,19 @@ def test_gray_alpha_and_bilevel(tmp_path, mode):
     image = load_image(tmp_path / "m.png")
     want = torch.from_numpy(arr / np.float32(255))
     assert image.shape == (3, 2, 3) and all(torch.equal(image[c], want) for c in range(3))
+
+
+def test_gif_and_multi_frame_files_read_their_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((6, 5, 3), v, dtype=np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.gif")
+    frames[1].save(tmp_path / "pages.tif", save_all=True, append_images=frames[2:])
+    for name, frame_count, value in (("anim.gif", 3, 10), ("still.gif", 1, 10), ("pages.tif", 2, 200)):
+        loaded = read_image(tmp_path / name)
+        assert loaded.frames == frame_count and loaded.image.shape == (3, 6, 5)
+        assert torch.equal(loaded.image, torch.full((3, 6, 5), value / np.float32(255)))
+
+
+def test_file_sha256(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

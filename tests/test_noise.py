@@ -19,7 +19,7 @@ def two_threads():
     torch.set_num_threads(saved)
 
 
-def _fill(seed: int | None, shape=(16, 3, 20, 20), std: float = 1.0) -> torch.Tensor:
+def _fill(seed: int | list[int] | tuple[int, ...] | None, shape=(16, 3, 20, 20), std: float = 1.0) -> torch.Tensor:
     with GaussianStreams(seed, "cpu") as noise:
         return noise.normal_(torch.empty(shape), std)
 
@@ -85,7 +85,17 @@ def test_stream_count_errors(streams):
         GaussianStreams(0, "cpu", streams)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_sequence_seed_is_seedsequence_entropy():
+    """Stream s is seeded with word s of SeedSequence(entropy): rebuild block 0 by hand."""
+    noise = _fill([5, 2**40, 7], (STREAMS, 10))
+    word = int(np.random.SeedSequence([5, 2**40, 7]).generate_state(STREAMS, np.uint32)[0])
+    expected = torch.empty(1, 10).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(word))
+    assert torch.equal(noise[:1], expected)
+    assert torch.equal(_fill([3]), _fill(3)) and torch.equal(_fill((5, 2**40, 7)), _fill([5, 2**40, 7]))
+    assert not torch.equal(_fill([5, 7]), _fill([7, 5]))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, [], [1, -1], [0, True], (2, 0.5)])
 def test_seed_errors(seed):
     with pytest.raises(ValueError, match="seed must be an int >= 0"):
         GaussianStreams(seed, "cpu")
