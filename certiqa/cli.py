@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--eps", type=float, nargs="+", default=[0.05],
                       help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
     cert.add_argument("-n", "--n", type=int, default=1000,
-                      help="noise samples per image (1000); write -n under torchrun, whose parser takes --n for its own")
+                      help="noise samples per image (1000); under torchrun write -n (torchrun takes --n as its own)")
     cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
     cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._checks import check_nonnegative, check_scores
 from .distributed import Group
-from .io import ImageLoadError, file_sha256, read_image
+from .io import file_sha256, read_image
 from .metrics import plcc, srocc
 from .smoothing import SmoothedIQA, _eval_mode, certify_samples
 
@@ -532,7 +532,8 @@ class _Run:
             rows = _read_rows(source, kind)
             if kind == "csv":  # a cell that reads as this run's setting gets the setting's value (and type)
                 for row in rows:
-                    row.update({k: v for k, v in self.settings.items() if k in row and _text(row[k]) == self.expected[k]})
+                    row.update({k: v for k, v in self.settings.items()
+                                if k in row and _text(row[k]) == self.expected[k]})
             complete, odd_radii = _complete_images(rows, self.radii_text)
             if check:
                 for key, values in _differences(rows, self.expected).items():
@@ -623,7 +624,8 @@ def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RunRefused(f"{path} is not a JSON results file ({err}); drop --resume to start over.") from None
         if not isinstance(rows, list):
-            raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows; drop --resume to start over.")
+            raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows; "
+                             "drop --resume to start over.")
         lines: list[str] = []
     else:
         try:
