@@ -116,3 +116,13 @@ def test_cuda_streams_are_seeded_and_standard_normal():
     assert a.device.type == "cuda" and torch.equal(a, b) and not torch.equal(a, fill(1))
     values = a.flatten().double().cpu().numpy() / 0.5
     assert stats.kstest(values, "norm").pvalue > 1e-3
+
+
+def test_sample_seed_overrides_the_instance_seed_for_one_call():
+    model = lambda z: z.mean(dim=(1, 2, 3))  # noqa: E731
+    x = torch.full((1, 3, 8, 8), 0.5)
+    smoothed = SmoothedIQA(model, 0.1, n=20, seed=0)
+    assert torch.equal(smoothed.sample(x, seed=[5, 6]), SmoothedIQA(model, 0.1, n=20, seed=None).sample(x, seed=[5, 6]))
+    assert torch.equal(smoothed.sample(x, seed=5), SmoothedIQA(model, 0.1, n=20, seed=5).sample(x))
+    assert torch.equal(smoothed.sample(x), SmoothedIQA(model, 0.1, n=20, seed=0).sample(x))  # the instance seed stays
+    assert not torch.equal(smoothed.sample(x, seed=[5, 6]), smoothed.sample(x, seed=[6, 5]))
