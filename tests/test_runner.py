@@ -258,15 +258,16 @@ def test_failing_images_are_reported_and_the_run_goes_on(tmp_path):
     assert result.exit_status == 1 and result.certified == 2
 
 
-def test_integer_scores_are_refused_with_a_clear_message(tmp_path):
+def test_a_model_with_integer_scores_is_certified(tmp_path):
+    """Integer scores are exact in float64 (SmoothedIQA.sample): the rows hold whole numbers."""
     paths = make_images(tmp_path / "imgs", 1)
     integer_model = lambda x: (100 * x.mean(dim=(1, 2, 3))).long()  # noqa: E731
-    smoothed = SmoothedIQA(integer_model, 0.12, n=4, seed=0)
-    with pytest.raises(TypeError, match=r"must return floating-point scores, got dtype torch\.int64; .*\.float\(\)"):
-        smoothed.sample(torch.full((1, 3, 8, 8), 0.5))
-    result = run(smoothed, paths, None)
-    assert result.errors == [f"{paths[0]}: TypeError: the model must return floating-point scores, got dtype "
-                             "torch.int64; make it return float scores (e.g. wrap it: lambda x: model(x).float())."]
+    result = run(SmoothedIQA(integer_model, 0.12, n=16, alpha=0.2, seed=0), paths, tmp_path / "r.csv")
+    assert not result.errors and len(result.rows) == 2
+    expected_clean = int(100 * float(torch.from_numpy(np.asarray(Image.open(paths[0]), dtype=np.float32) / 255).mean()))
+    for row in read_csv(tmp_path / "r.csv"):
+        assert float(row["clean"]) == expected_clean
+        assert all(float(row[k]).is_integer() for k in ("median", "lower", "upper", "shift"))
 
 
 def test_noise_buffer_limit_lowers_the_batch_or_refuses(tmp_path):
