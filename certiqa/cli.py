@@ -14,6 +14,7 @@ from torch import nn
 
 from .denoisers import load_denoiser, pretrained
 from .models import CNNIQA, default_model
+from .bounds import DECISIONS, DEFAULT_N0, sequential_looks
 from .runner import certify_paths, check_output_path, format_table, write_results
 from .smoothing import SmoothedIQA
 
@@ -65,6 +66,12 @@ def _certify(args: argparse.Namespace) -> int:
     bad = [e for e in args.eps if not e >= 0]
     if bad:
         raise SystemExit(f"certiqa: error: --eps must be >= 0, got {bad[0]}.")
+    if args.delta is None and (args.n_max is not None or args.n0 is not None):
+        raise SystemExit("certiqa: error: --n-max and --n0 need --delta (they set up sequential certification).")
+    if args.delta is not None and not args.delta >= 0:
+        raise SystemExit(f"certiqa: error: --delta must be >= 0, got {args.delta}.")
+    sequential = {"delta": args.delta, "n0": DEFAULT_N0 if args.n0 is None else args.n0,
+                  "n_max": args.n if args.n_max is None else args.n_max}
     device = resolve_device(args.device)
     model = load_model_from_args(args).to(device)
     denoiser = load_denoiser_from_args(args)
@@ -76,12 +83,16 @@ def _certify(args: argparse.Namespace) -> int:
             model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
             denoiser=denoiser,
         )
+        if args.delta is not None:  # refuse a schedule that cannot work before any image is read
+            for eps in args.eps:
+                sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha)
         paths = find_images(args.paths)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"certiqa: error: {err}") from None
     if not paths:
         raise SystemExit("certiqa: error: no image files found in " + ", ".join(args.paths))
-    run = certify_paths(smoothed, paths, args.eps, min_size=model.min_size, progress=not args.quiet)
+    run = certify_paths(smoothed, paths, args.eps, min_size=model.min_size, progress=not args.quiet,
+                        **(sequential if args.delta is not None else {}))
     for message in run.errors:
         print(f"certiqa: error: {message}", file=sys.stderr)
     if run.rows:
@@ -94,6 +105,11 @@ def _certify(args: argparse.Namespace) -> int:
         f"n={args.n}, alpha={args.alpha}, device={device.type})",
         file=sys.stderr,
     )
+    if args.delta is not None and run.rows:
+        decided = ", ".join(f"{sum(r['decision'] == d for r in run.rows)} {d}" for d in DECISIONS)
+        mean = sum(r["n_used"] for r in run.rows) / len(run.rows)
+        print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}): {decided}; "
+              f"mean samples per image {mean:g}", file=sys.stderr)
     return 1 if run.errors else 0
 
 
@@ -117,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
     cert.add_argument("--out", metavar="FILE", help="write results to a .csv or .json file")
     cert.add_argument("--quiet", action="store_true", help="no progress bar")
+    cert.add_argument("--delta", type=float, default=None,
+                      help="certify sequentially: decide per image whether the score stays within +-delta, with "
+                           "as few samples as that needs; adds decision and n_used columns")
+    cert.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (--n)")
+    cert.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({DEFAULT_N0})")
     cert.set_defaults(func=_certify)
     return parser
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .io import ImageLoadError, read_image
 from ._checks import check_nonnegative
+from .bounds import DEFAULT_N0
 from .metrics import plcc, srocc
 from .smoothing import SmoothedIQA, certify_samples
 
@@ -39,6 +40,9 @@ def certify_paths(
     min_size: int = 1,
     resize: int | tuple[int, int] | None = None,
     progress: bool = True,
+    delta: float | None = None,
+    n0: int = DEFAULT_N0,
+    n_max: int | None = None,
 ) -> CertifyRun:
     """Certify each image file on its own; a file that fails is reported and skipped.
 
@@ -46,6 +50,10 @@ def certify_paths(
     image and radius). Each row holds the path, the median, the certified
     [lower, upper], the settings and the seconds spent on the image (reading
     included). Errors are ``"PATH: reason"`` lines, in input order.
+
+    With ``delta``, each radius is certified sequentially instead
+    (:meth:`SmoothedIQA.certify_sequential` with ``n0`` and ``n_max``, its own samples):
+    rows add ``decision``, ``delta``, ``n0`` and ``n_used``, and ``n`` is n_max.
     """
     radii = [check_nonnegative("eps", e) for e in ([eps] if isinstance(eps, (int, float)) else eps)]
     run = CertifyRun()
@@ -54,15 +62,21 @@ def certify_paths(
         start = time.perf_counter()
         try:
             loaded = read_image(path, min_size=min_size, resize=resize)
-            samples = smoothed.sample(loaded.image.unsqueeze(0))
+            image = loaded.image.unsqueeze(0)
+            if delta is None:
+                samples = smoothed.sample(image)
+                records = [certify_samples(samples, r, smoothed.sigma, smoothed.alpha).to_records()[0] for r in radii]
+            else:
+                records = [smoothed.certify_sequential(image, r, delta, n0=n0, n_max=n_max).to_records()[0]
+                           for r in radii]
         except (ImageLoadError, ValueError) as err:
             message = str(err)
             run.errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
             continue
         seconds = round(time.perf_counter() - start, 4)
-        for radius in radii:
+        for record in records:
             row: dict[str, Any] = {"path": str(path)}
-            row.update(certify_samples(samples, radius, smoothed.sigma, smoothed.alpha).to_records()[0])
+            row.update(record)
             if loaded.resized:
                 row["resized_from"] = "x".join(map(str, loaded.original_size))
             row["seconds"] = seconds

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,7 @@ from ._checks import (
     check_scores,
 )
 
-__all__ = ["SmoothedIQA", "CertifiedScores", "certify_samples"]
+__all__ = ["SmoothedIQA", "CertifiedScores", "SequentialCertificate", "certify_samples"]
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,6 +77,65 @@ class CertifiedScores:
                 }
             )
         return rows
+
+
+@dataclass(frozen=True)
+class SequentialCertificate:
+    """Result of :meth:`SmoothedIQA.certify_sequential` for a batch of B images.
+
+    ``decision`` holds one of ``"certified"``, ``"not certifiable"``, ``"undecided"``
+    per image (:data:`certiqa.bounds.DECISIONS`); ``lower``, ``median``, ``upper``
+    (shape (B,), on the CPU, in the samples' dtype) are read at the look where the
+    image stopped, from its ``n_used`` samples (int64, shape (B,)). With probability >= 1 - alpha over the noise, for
+    every ||d||_2 <= eps, ``lower[i] <= h_0.5(x_i + d) <= upper[i]``, and a "not
+    certifiable" image has h_{p_upper} - h_{p_lower} > 2 delta (see
+    :func:`certiqa.bounds.sequential_looks`). "undecided" means n_max samples settled
+    neither; it is never a certificate.
+    """
+
+    decision: tuple[str, ...]
+    lower: torch.Tensor
+    median: torch.Tensor
+    upper: torch.Tensor
+    n_used: torch.Tensor
+    eps: float
+    delta: float
+    sigma: float
+    alpha: float
+    n0: int
+    n_max: int
+    spending: str
+
+    @property
+    def certified(self) -> torch.Tensor:
+        """Bool (B,): True where the decision is "certified"."""
+        return torch.tensor([d == bounds.CERTIFIED for d in self.decision], dtype=torch.bool)
+
+    @property
+    def width(self) -> torch.Tensor:
+        """upper - lower, shape (B,); +inf where a side is not certified."""
+        return self.upper - self.lower
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per image: decision, n_used, median, lower, upper, width, certified and the settings."""
+        return [
+            {
+                "decision": self.decision[i],
+                "n_used": int(self.n_used[i]),
+                "median": float(self.median[i]),
+                "lower": float(self.lower[i]),
+                "upper": float(self.upper[i]),
+                "width": float(self.width[i]),
+                "certified": self.decision[i] == bounds.CERTIFIED,
+                "eps": self.eps,
+                "delta": self.delta,
+                "sigma": self.sigma,
+                "n": self.n_max,
+                "n0": self.n0,
+                "alpha": self.alpha,
+            }
+            for i in range(len(self.decision))
+        ]
 
 
 def _device_of(module: Any, fallback: torch.device) -> torch.device:
@@ -190,27 +250,51 @@ class SmoothedIQA:
         """
         check_images(x)
         n = self.n if n is None else check_int("n (the number of noise samples)", n)
-        device = self.device_for(x)
-        x = x.to(device)
+        x = x.to(self.device_for(x))
+        with self._sampler(x, x.shape[0] * n) as draw:
+            samples = draw(x, n)
+        return samples.sort(dim=1).values
+
+    @contextlib.contextmanager
+    def _sampler(self, x: torch.Tensor, rows: int) -> Iterator[Callable[..., torch.Tensor]]:
+        """One noise stream and one reused buffer for images shaped like ``x`` (on its device).
+
+        Yields ``draw(images, n, index=None)``: the unsorted scores (A, n) of n fresh noisy
+        copies of each of the A images, in draw order; successive draws continue the same
+        stream, so they are independent. ``rows`` is the most noisy images one draw needs
+        (the buffer holds min(batch_size, rows)); ``index`` names the images' original
+        positions in error messages. Model and denoiser run in eval mode, under inference mode.
+        """
+        device = x.device
+        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(self.seed, device) as noise:
+            buffer = torch.empty((min(self.batch_size, rows),) + tuple(x.shape[1:]), device=device, dtype=x.dtype)
+
+            def draw(images: torch.Tensor, n: int, index: list[int] | None = None) -> torch.Tensor:
+                return self._draw(images, n, noise, buffer, index)
+
+            yield draw
+
+    def _draw(
+        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None
+    ) -> torch.Tensor:
+        """Unsorted scores (B, n) of n noisy copies of each image of ``x``, chunks of len(buffer)."""
         batch = x.shape[0]
         total = batch * n
         samples: torch.Tensor | None = None
-        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(self.seed, device) as noise:
-            buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=x.dtype)
-            for start in range(0, total, self.batch_size):
-                stop = min(start + self.batch_size, total)
-                z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
-                for image in range(start // n, (stop - 1) // n + 1):  # images overlapping this chunk
-                    lo, hi = max(image * n, start) - start, min((image + 1) * n, stop) - start
-                    z[lo:hi].add_(x[image])
-                if self.clip:
-                    z.clamp_(0.0, 1.0)
-                if self.denoiser is not None:
-                    z = self.denoiser(z)
-                scores = check_scores(self.model(z), stop - start, finite=False)
-                if samples is None:
-                    samples = scores.new_empty(total)
-                samples[start:stop] = scores  # a copy: the model may return a view of the reused buffer
+        for start in range(0, total, len(buffer)):
+            stop = min(start + len(buffer), total)
+            z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
+            for image in range(start // n, (stop - 1) // n + 1):  # images overlapping this chunk
+                lo, hi = max(image * n, start) - start, min((image + 1) * n, stop) - start
+                z[lo:hi].add_(x[image])
+            if self.clip:
+                z.clamp_(0.0, 1.0)
+            if self.denoiser is not None:
+                z = self.denoiser(z)
+            scores = check_scores(self.model(z), stop - start, finite=False)
+            if samples is None:
+                samples = scores.new_empty(total)
+            samples[start:stop] = scores  # a copy: the model may return a view of the reused buffer
         assert samples is not None  # total >= 1
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
@@ -218,9 +302,9 @@ class SmoothedIQA:
             image, sample = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"the model returned a non-finite score ({float(samples[image, sample])}) for image index "
-                f"{image} (noise sample {sample}); check the model and that image."
+                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image."
             )
-        return samples.sort(dim=1).values
+        return samples
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed median score, shape (B,): y_(ceil(n/2)) of the n noisy scores."""
@@ -238,6 +322,82 @@ class SmoothedIQA:
         """
         eps = check_nonnegative("eps", eps)
         return certify_samples(self.sample(x), eps, self.sigma, self.alpha)
+
+    def certify_sequential(
+        self,
+        x: torch.Tensor,
+        eps: float,
+        delta: float,
+        *,
+        n0: int = bounds.DEFAULT_N0,
+        n_max: int | None = None,
+        spending: str = "equal",
+    ) -> SequentialCertificate:
+        """Certify each image with as few samples as its decision needs (group-sequential).
+
+        Decides, per image, whether the smoothed score stays within ``delta`` of the
+        reported median for every ||d||_2 <= eps. Looks at n0, 2 n0, 4 n0, ... samples,
+        then n_max (default ``self.n``); at each look an image is "certified" when its
+        interval lies within [median - delta, median + delta], "not certifiable" when a
+        lower confidence bound on h_{p_upper} - h_{p_lower} exceeds 2 delta, and goes on
+        otherwise; still open at n_max it is "undecided". The looks, their alpha (summing
+        to ``self.alpha``, spread by ``spending``) and ranks are
+        :func:`certiqa.bounds.sequential_looks`; the decisions :func:`certiqa.bounds.look_decisions`.
+
+        Guarantee (per image): with probability >= 1 - alpha over the noise, the
+        statements of every look hold at once, so the reported ``lower <= h_0.5(x + d)
+        <= upper`` for every ||d||_2 <= eps, and "not certifiable" is true, whichever
+        look the image stopped at.
+
+        Images still open continue together: each look draws only its extra samples
+        (the earlier ones are kept), from one noise stream into one reused buffer on the
+        model's device. With a seed, results are a deterministic function of the input.
+        """
+        eps = check_nonnegative("eps", eps)
+        delta = check_nonnegative("delta", delta)
+        n_max = self.n if n_max is None else n_max
+        looks = bounds.sequential_looks(n0, n_max, self.sigma, eps, self.alpha, spending)
+        check_images(x)
+        x = x.to(self.device_for(x))
+        batch = x.shape[0]
+        decision = np.full(batch, bounds.UNDECIDED, dtype=object)
+        values = {name: np.zeros(batch) for name in ("lower", "median", "upper")}
+        n_used = np.zeros(batch, dtype=np.int64)
+        active = np.arange(batch)  # images still open, in input order
+        samples: torch.Tensor | None = None  # their samples so far, rows sorted
+        sizes = [0] + [look.n for look in looks]
+        with self._sampler(x, batch * max(b - a for a, b in zip(sizes, sizes[1:]))) as draw:
+            previous = 0
+            for j, look in enumerate(looks):
+                fresh = draw(x[torch.from_numpy(active).to(x.device)], look.n - previous, active.tolist())
+                samples = fresh if samples is None else torch.cat([samples, fresh], dim=1)
+                samples = samples.sort(dim=1).values
+                outcome = bounds.look_decisions(samples.cpu().to(torch.float64).numpy(), look, delta)
+                done = (outcome.decision != bounds.UNDECIDED) | (j == len(looks) - 1)
+                stopped = active[done]
+                decision[stopped] = outcome.decision[done]
+                for name in values:
+                    values[name][stopped] = getattr(outcome, name)[done]
+                n_used[stopped] = look.n
+                active, samples = active[~done], samples[torch.from_numpy(~done).to(samples.device)]
+                if active.size == 0:
+                    break
+                previous = look.n
+        dtype = samples.dtype
+        return SequentialCertificate(
+            decision=tuple(str(d) for d in decision),
+            lower=torch.tensor(values["lower"], dtype=dtype),
+            median=torch.tensor(values["median"], dtype=dtype),
+            upper=torch.tensor(values["upper"], dtype=dtype),
+            n_used=torch.from_numpy(n_used),
+            eps=eps,
+            delta=delta,
+            sigma=self.sigma,
+            alpha=self.alpha,
+            n0=looks[0].n,
+            n_max=looks[-1].n,
+            spending=spending,
+        )
 
     def certified_radius(self, x: torch.Tensor, delta: float) -> torch.Tensor:
         """Per image, the largest eps whose bounds stay within ``delta`` of the median.
