@@ -19,13 +19,14 @@ Smoke setting:
    images certify at fixed n and no image sits exactly on delta.
 3. replay: for each alpha spending schedule, ``certiqa.bounds.sequential_decisions`` on the
    recorded draws (look j reads the first n_j of them).
-4. live: ``SmoothedIQA.certify_sequential`` on every image with the same seed and the default
-   schedule. With --batch-size dividing n0, each look's extra samples fill the noise buffer in
+4. live (unless --skip-live): ``SmoothedIQA.certify_sequential`` on every image with the same
+   seed and the default schedule, timed. With --batch-size dividing n0, each look's extra samples fill the noise buffer in
    the same chunks as the fixed-n run, so the live run draws exactly the recorded prefix: its
    decisions and n_used must equal the replay (the mismatch count is printed; it should be 0).
 
 Figures: decisions of each procedure, mean and median samples per image, n_max / mean, and
-how many images the two procedures decide differently (certified or not).
+how many images the two procedures decide differently (certified or not). --sweep adds a
+table over deltas, n0 and spending schedules from the same recorded draws.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="where the fixed-n draws go (default: runs/bench_sequential/SETTING)")
     p.add_argument("--out", default=None, help="per-image CSV of both procedures")
+    p.add_argument("--sweep", action="store_true",
+                   help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")
+    p.add_argument("--skip-live", action="store_true",
+                   help="only the cached fixed-n draws and the replays (e.g. to try another --delta)")
     return p
 
 
@@ -114,6 +119,36 @@ def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], arg
     return np.stack(draws), np.array(seconds)
 
 
+def delta_certifying(need: np.ndarray, k: int) -> float:
+    """The midpoint of the needed deltas ranked k and k + 1 from the smallest (the largest for
+    k = m): exactly k images certify at fixed n, none on the line."""
+    ordered = np.sort(need)
+    return float(ordered[k - 1] if k == len(ordered) else (ordered[k - 1] + ordered[k]) / 2)
+
+
+def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], args: argparse.Namespace) -> None:
+    """Markdown table: n_max / mean samples and differing decisions, for deltas certifying 10 % to
+    90 % of the images at fixed n, each n0 in (32, 64, 128) and each spending schedule (replays only)."""
+    columns = [(n0, s) for n0 in (32, 64, 128) if n0 <= args.n_max for s in bounds.SPENDING]
+    print("| delta certifies at fixed n | delta | " + " | ".join(f"n0 {n0} {s}" for n0, s in columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
+        k = min(max(1, round(fraction * len(need))), len(need))
+        delta = delta_certifying(need, k)
+        fixed = bounds.sequential_decisions(draws, fixed_look, delta).decision == bounds.CERTIFIED
+        cells = []
+        for n0, spending in columns:
+            try:
+                looks = bounds.sequential_looks(n0, args.n_max, args.sigma, args.eps, args.alpha, spending)
+            except ValueError:  # n0 too small for the first look's alpha
+                cells.append("-")
+                continue
+            outcome = bounds.sequential_decisions(draws, looks, delta)
+            differ = int(((outcome.decision == bounds.CERTIFIED) != fixed).sum())
+            cells.append(f"{args.n_max / outcome.n_used.mean():.2f}x, {differ}")
+        print(f"| {round(100 * fraction)} % ({int(fixed.sum())}) | {delta:.4g} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None:
@@ -141,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     fixed = bounds.sequential_decisions(draws, fixed_look, 0.0)  # delta moves the decision, not the interval
     need = np.maximum(fixed.median - fixed.lower, fixed.upper - fixed.median)
     if args.delta is None:
-        ordered = np.sort(need)
         half = math.ceil(len(files) / 2)
-        delta = float(ordered[half - 1] if half == len(files) else (ordered[half - 1] + ordered[half]) / 2)
-        rule = f"midpoint of the {half}th and next smallest needed delta"
+        delta = delta_certifying(need, half)
+        rule = f"midpoint of the needed deltas ranked {half} and {half + 1} from the smallest"
     else:
         delta, rule = args.delta, "given"
     fixed_certified = bounds.sequential_decisions(draws, fixed_look, delta).decision == bounds.CERTIFIED
-    print(f"delta {delta:.6g} ({rule}); needed delta over images: min {need.min():.4g}, "
-          f"median {np.median(need):.4g}, max {need.max():.4g}")
+    print(f"delta {delta:.6g} ({rule}); needed delta / delta over images: "
+          + ", ".join(f"{q:g} quantile {v:.3g}" for q, v in zip((0, 0.1, 0.25, 0.5, 0.75, 0.9, 1),
+                                                                 np.quantile(need / delta, (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)))))
     print(f"fixed n={args.n_max}: {int(fixed_certified.sum())}/{len(files)} certified, "
           f"{fixed_seconds.sum():.1f} s in all")
 
@@ -166,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{int((certified != fixed_certified).sum())}/{len(files)} "
               f"({int((certified & ~fixed_certified).sum())} certified only sequentially, "
               f"{int((~certified & fixed_certified).sum())} only at fixed n)")
+        stops = [", ".join(f"{int(((outcome.decision == d) & (outcome.n_used == look.n)).sum())}" for look in looks)
+                 for d in bounds.DECISIONS]
+        print(f"  images stopping at each look ({' '.join(str(look.n) for look in looks)}): "
+              + "; ".join(f"{d} {counts}" for d, counts in zip(bounds.DECISIONS, stops)))
+        floor = np.where(certified, outcome.n_used, args.n0).mean()
+        print(f"  had every image it does not certify stopped at n0 (a perfect futility test): mean {floor:.1f} "
+              f"({args.n_max / floor:.2f}x)")
+
+    if args.sweep:
+        sweep(draws, need, fixed_look, args)
 
     mismatches, live_seconds, live = 0, 0.0, []
-    for i, file in enumerate(files):
+    for i, file in enumerate([] if args.skip_live else files):
         x = read_image(data / file, resize=args.resize, min_size=model.min_size).image[None]
         start = time.perf_counter()
         result = smoothed.certify_sequential(x, args.eps, delta, n0=args.n0, n_max=args.n_max)
@@ -176,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         live.append(result)
         replay = replays["equal"]
         mismatches += result.decision[0] != replay.decision[i] or int(result.n_used[0]) != replay.n_used[i]
-    print(f"live certify_sequential (equal spending): {live_seconds:.1f} s against {fixed_seconds.sum():.1f} s "
-          f"at fixed n ({fixed_seconds.sum() / live_seconds:.2f}x); {mismatches} image(s) differ from the replay")
+    if live:
+        print(f"live certify_sequential (equal spending): {live_seconds:.1f} s against {fixed_seconds.sum():.1f} s "
+              f"at fixed n ({fixed_seconds.sum() / live_seconds:.2f}x); {mismatches} image(s) differ from the replay")
 
     if args.out:
         out = Path(args.out)
@@ -189,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells = [file, f"{need[i]:.6g}", str(bool(fixed_certified[i])), f"{fixed.lower[i]:.6g}",
                          f"{fixed.median[i]:.6g}", f"{fixed.upper[i]:.6g}"]
                 cells += [f"{replays[s].decision[i]},{replays[s].n_used[i]}" for s in bounds.SPENDING]
-                cells += [f"{live[i].decision[0]},{int(live[i].n_used[0])}"]
+                cells += [f"{live[i].decision[0]},{int(live[i].n_used[0])}" if live else ","]
                 fh.write(",".join(cells) + "\n")
         print(f"wrote {out}")
     return 0

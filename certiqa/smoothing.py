@@ -85,8 +85,8 @@ class SequentialCertificate:
 
     ``decision`` holds one of ``"certified"``, ``"not certifiable"``, ``"undecided"``
     per image (:data:`certiqa.bounds.DECISIONS`); ``lower``, ``median``, ``upper``
-    (shape (B,), on the CPU, in the samples' dtype) are read at the look where the
-    image stopped, from its ``n_used`` samples (int64, shape (B,)). With probability >= 1 - alpha over the noise, for
+    (float64, shape (B,), on the CPU) are read at the look where the image stopped,
+    from its ``n_used`` samples (int64, shape (B,)). With probability >= 1 - alpha over the noise, for
     every ||d||_2 <= eps, ``lower[i] <= h_0.5(x_i + d) <= upper[i]``, and a "not
     certifiable" image has h_{p_upper} - h_{p_lower} > 2 delta (see
     :func:`certiqa.bounds.sequential_looks`). "undecided" means n_max samples settled
@@ -349,9 +349,10 @@ class SmoothedIQA:
         <= upper`` for every ||d||_2 <= eps, and "not certifiable" is true, whichever
         look the image stopped at.
 
-        Images still open continue together: each look draws only its extra samples
-        (the earlier ones are kept), from one noise stream into one reused buffer on the
-        model's device. With a seed, results are a deterministic function of the input.
+        Images still open continue together (:func:`certiqa.bounds.run_sequential`): each
+        look draws only their extra samples (the earlier ones are kept), from one noise
+        stream into one reused buffer on the model's device; only the scores go to the
+        host. With a seed, results are a deterministic function of the input.
         """
         eps = check_nonnegative("eps", eps)
         delta = check_nonnegative("delta", delta)
@@ -359,37 +360,20 @@ class SmoothedIQA:
         looks = bounds.sequential_looks(n0, n_max, self.sigma, eps, self.alpha, spending)
         check_images(x)
         x = x.to(self.device_for(x))
-        batch = x.shape[0]
-        decision = np.full(batch, bounds.UNDECIDED, dtype=object)
-        values = {name: np.zeros(batch) for name in ("lower", "median", "upper")}
-        n_used = np.zeros(batch, dtype=np.int64)
-        active = np.arange(batch)  # images still open, in input order
-        samples: torch.Tensor | None = None  # their samples so far, rows sorted
         sizes = [0] + [look.n for look in looks]
-        with self._sampler(x, batch * max(b - a for a, b in zip(sizes, sizes[1:]))) as draw:
-            previous = 0
-            for j, look in enumerate(looks):
-                fresh = draw(x[torch.from_numpy(active).to(x.device)], look.n - previous, active.tolist())
-                samples = fresh if samples is None else torch.cat([samples, fresh], dim=1)
-                samples = samples.sort(dim=1).values
-                outcome = bounds.look_decisions(samples.cpu().to(torch.float64).numpy(), look, delta)
-                done = (outcome.decision != bounds.UNDECIDED) | (j == len(looks) - 1)
-                stopped = active[done]
-                decision[stopped] = outcome.decision[done]
-                for name in values:
-                    values[name][stopped] = getattr(outcome, name)[done]
-                n_used[stopped] = look.n
-                active, samples = active[~done], samples[torch.from_numpy(~done).to(samples.device)]
-                if active.size == 0:
-                    break
-                previous = look.n
-        dtype = samples.dtype
+        with self._sampler(x, x.shape[0] * max(b - a for a, b in zip(sizes, sizes[1:]))) as draw:
+
+            def more(active: np.ndarray, start: int, stop: int) -> np.ndarray:
+                images = x[torch.from_numpy(active).to(x.device)]
+                return draw(images, stop - start, active.tolist()).cpu().to(torch.float64).numpy()
+
+            outcome = bounds.run_sequential(more, x.shape[0], looks, delta)
         return SequentialCertificate(
-            decision=tuple(str(d) for d in decision),
-            lower=torch.tensor(values["lower"], dtype=dtype),
-            median=torch.tensor(values["median"], dtype=dtype),
-            upper=torch.tensor(values["upper"], dtype=dtype),
-            n_used=torch.from_numpy(n_used),
+            decision=tuple(str(d) for d in outcome.decision),
+            lower=torch.from_numpy(outcome.lower),
+            median=torch.from_numpy(outcome.median),
+            upper=torch.from_numpy(outcome.upper),
+            n_used=torch.from_numpy(outcome.n_used),
             eps=eps,
             delta=delta,
             sigma=self.sigma,

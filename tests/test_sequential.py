@@ -487,6 +487,12 @@ def test_non_finite_score_names_the_original_image_index():
         (lambda: bounds.look_decisions(np.zeros(10), HAND_LOOK, 1.0), "shape \\(A, 10\\)"),
         (lambda: bounds.look_decisions(np.zeros((1, 10)), HAND_LOOK, -1.0), "delta must be"),
         (lambda: bounds.sequential_decisions(np.zeros((2, 9)), [HAND_LOOK], 1.0), "m >= 10 .* got \\(2, 9\\)"),
+        (lambda: bounds.run_sequential(lambda a, i, j: np.zeros((len(a), 3)), 2, [HAND_LOOK], 1.0),
+         "draw must return shape \\(2, 10\\) for 2 open streams and samples 0..9, got \\(2, 3\\)"),
+        (lambda: bounds.run_sequential(lambda a, i, j: np.zeros((len(a), j - i)), 0, [HAND_LOOK], 1.0),
+         "streams must be an integer >= 1"),
+        (lambda: bounds.run_sequential(lambda a, i, j: np.zeros((len(a), j - i)), 1, [HAND_LOOK], -1.0),
+         "delta must be"),
     ],
 )
 def test_bounds_validation_errors(call, match):
