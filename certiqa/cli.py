@@ -17,6 +17,7 @@ from torch import nn
 
 from .denoisers import load_denoiser, pretrained, pretrained_path
 from .distributed import join
+from .bounds import DECISIONS, DEFAULT_N0, sequential_looks
 from .models import CNNIQA, default_model
 from .models.default import DEFAULT_WEIGHTS
 from .runner import DEFAULT_MAX_NOISE_BYTES, RunRefused, certify_paths, check_output_path, format_table
@@ -118,7 +119,17 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
     if args.resume and not args.out:
         raise SystemExit("certiqa: error: --resume needs --out, the file to resume.")
+    if args.delta is None and (args.n_max is not None or args.n0 is not None):
+        raise SystemExit("certiqa: error: --n-max and --n0 need --delta (they set up sequential certification).")
+    if args.delta is not None and not (math.isfinite(args.delta) and args.delta >= 0):
+        raise SystemExit(f"certiqa: error: --delta must be a finite number >= 0, got {args.delta}.")
+    sequential = None
+    if args.delta is not None:
+        sequential = {"delta": args.delta, "n0": DEFAULT_N0 if args.n0 is None else args.n0,
+                      "n_max": args.n if args.n_max is None else args.n_max}
     try:
+        for eps in args.eps if sequential else ():  # refuse a schedule that cannot work before any work
+            sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha)
         if args.out:
             check_output_path(args.out)
         group, device = join(resolve_device(args.device))
@@ -139,7 +150,7 @@ def _certify(args: argparse.Namespace) -> int:
             run = certify_paths(
                 smoothed, paths, args.eps, out=args.out, provenance=describe_models(args, model), resume=args.resume,
                 min_size=model.min_size, max_noise_bytes=args.max_noise_mb << 20, group=group,
-                progress=not args.quiet, log=_log,
+                progress=not args.quiet, log=_log, sequential=sequential,
             )
         except (RunRefused, ValueError, TypeError, FileNotFoundError) as err:
             raise SystemExit(f"certiqa: error: {err}") from None
@@ -156,6 +167,11 @@ def _certify(args: argparse.Namespace) -> int:
         f"device={device.type}, processes={group.world_size})",
         file=sys.stderr,
     )
+    if sequential and run.rows:
+        decided = ", ".join(f"{sum(r['decision'] == d for r in run.rows)} {d}" for d in DECISIONS)
+        mean = sum(r["n_used"] for r in run.rows) / len(run.rows)
+        print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}): {decided}; "
+              f"mean samples per image and radius {mean:g}", file=sys.stderr)
     return run.exit_status
 
 
@@ -180,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
     add_run_arguments(cert)
     cert.add_argument("--quiet", action="store_true", help="no progress bar")
+    cert.add_argument("--delta", type=float, default=None,
+                      help="certify sequentially: decide per image whether the score stays within +-delta, with "
+                           "as few samples as that needs; adds decision and n_used columns")
+    cert.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (-n)")
+    cert.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({DEFAULT_N0})")
     cert.set_defaults(func=_certify)
     return parser
 

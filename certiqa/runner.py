@@ -68,6 +68,7 @@ __all__ = [
     "format_table",
     "summarize_by_eps",
     "RESULT_COLUMNS",
+    "SEQUENTIAL_COLUMNS",
     "ENVIRONMENT_COLUMNS",
     "SETTING_COLUMNS",
     "DEFAULT_MAX_NOISE_BYTES",
@@ -78,14 +79,15 @@ RESULT_COLUMNS = (
     "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
     "clean", "shift", "seed", "resize", "batch_size", "resized_from", "frames", "image_sha256",
 )
+SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # Compared on resume, with every key of the caller's provenance and the radii.
 SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize")
 DEFAULT_MAX_NOISE_BYTES = 2 << 30
 FLAT_RATIO = 0.1
 
-_FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift"})
-_INTS = frozenset({"n", "seed", "resize", "batch_size", "frames"})
+_FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift", "delta"})
+_INTS = frozenset({"n", "seed", "resize", "batch_size", "frames", "n0", "n_used"})
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -153,6 +155,7 @@ def certify_paths(
     group: Group | None = None,
     progress: bool = True,
     log: Log | None = None,
+    sequential: Mapping[str, Any] | None = None,
 ) -> CertifyRun:
     """Certify each image file on its own, streaming the rows to ``out``.
 
@@ -177,6 +180,9 @@ def certify_paths(
         group: this process's place under torchrun (default: one process).
         progress: show a progress bar (rank 0 only).
         log: where messages go (default: stderr, above the progress bar).
+        sequential: ``{"delta": D, "n0": N0, "n_max": N}`` to certify each radius
+            sequentially instead (:meth:`SmoothedIQA.certify_sequential`, its own
+            samples per radius); rows add :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
 
     Raises:
         RunRefused: ``out`` cannot be written, is not a certiqa results file, or (with
@@ -189,7 +195,7 @@ def certify_paths(
     return _Run(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
         min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
-        progress=progress, log=log or _stderr,
+        progress=progress, log=log or _stderr, sequential=dict(sequential) if sequential else None,
     ).run()
 
 
@@ -256,8 +262,10 @@ class _Run:
         group: Group,
         progress: bool,
         log: Log,
+        sequential: dict[str, Any] | None,
     ) -> None:
         self.smoothed, self.radii, self.group, self.log = smoothed, radii, group, log
+        self.sequential = sequential
         self.min_size, self.resize, self.max_noise_bytes = min_size, resize, int(max_noise_bytes)
         self.provenance, self.extra, self.resume, self.progress = provenance, extra, resume, progress
         self.paths = self._unique(paths)
@@ -274,7 +282,8 @@ class _Run:
         clash = sorted({k for k in keys if k in RESULT_COLUMNS or k in ENVIRONMENT_COLUMNS or keys.count(k) > 1})
         if clash:
             raise ValueError(f"extra and provenance columns must be new and distinct, got {clash} more than once.")
-        self.columns = [*RESULT_COLUMNS, *extra_keys, *provenance, *ENVIRONMENT_COLUMNS]
+        self.columns = [*RESULT_COLUMNS, *(SEQUENTIAL_COLUMNS if sequential else ()), *extra_keys, *provenance,
+                        *ENVIRONMENT_COLUMNS]
         self.file_columns = list(self.columns)
         self.environment = {
             "device": str(smoothed.device_for(torch.empty(0))),
@@ -283,6 +292,8 @@ class _Run:
         }
         settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha, "seed": smoothed.seed,
                     "resize": list(resize) if isinstance(resize, tuple) else resize}
+        if sequential:
+            settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"])
         self.settings = {**settings, **provenance}
         self.expected = {key: _text(value) for key, value in self.settings.items()}
         self.radii_text = sorted(_text(r) for r in radii)
@@ -386,7 +397,14 @@ class _Run:
             smoothed = self._smoothed_for(path, loaded.image)
             clean = self._clean_score(x)
             seed = None if self.smoothed.seed is None else image_noise_seed(self.smoothed.seed, digest)
-            samples = smoothed.sample(x, seed=seed)
+            if self.sequential is None:
+                samples = smoothed.sample(x, seed=seed)
+                records = [certify_samples(samples, r, smoothed.sigma, smoothed.alpha).to_records()[0]
+                           for r in self.radii]
+            else:
+                records = [smoothed.certify_sequential(x, r, self.sequential["delta"], n0=self.sequential["n0"],
+                                                       n_max=self.sequential["n_max"], seed=seed).to_records()[0]
+                           for r in self.radii]
         except _ImageFailure:
             raise
         except Exception as err:  # one image's failure, whatever it is, must not end the run
@@ -395,9 +413,9 @@ class _Run:
             self.log(f"note: {path}: {loaded.frames} frames; only the first was certified (column frames).")
         seconds = round(time.perf_counter() - start, 4)
         rows = []
-        for radius in self.radii:
+        for record in records:
             row: dict[str, Any] = {"path": path}
-            row.update(certify_samples(samples, radius, self.smoothed.sigma, self.smoothed.alpha).to_records()[0])
+            row.update(record)
             row.update(self.settings)
             row.update(
                 seconds=seconds,

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,10 @@ from ._checks import (
     check_scores,
 )
 
-__all__ = ["SmoothedIQA", "CertifiedScores", "certify_samples", "certified_radius_samples", "check_samples"]
+__all__ = [
+    "SmoothedIQA", "CertifiedScores", "SequentialCertificate", "certify_samples", "certified_radius_samples",
+    "check_samples",
+]
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,6 +80,65 @@ class CertifiedScores:
                 }
             )
         return rows
+
+
+@dataclass(frozen=True)
+class SequentialCertificate:
+    """Result of :meth:`SmoothedIQA.certify_sequential` for a batch of B images.
+
+    ``decision`` holds one of ``"certified"``, ``"not certifiable"``, ``"undecided"``
+    per image (:data:`certiqa.bounds.DECISIONS`); ``lower``, ``median``, ``upper``
+    (float64, shape (B,), on the CPU) are read at the look where the image stopped,
+    from its ``n_used`` samples (int64, shape (B,)). With probability >= 1 - alpha over the noise, for
+    every ||d||_2 <= eps, ``lower[i] <= h_0.5(x_i + d) <= upper[i]``, and a "not
+    certifiable" image has h_{p_upper} - h_{p_lower} > 2 delta (see
+    :func:`certiqa.bounds.sequential_looks`). "undecided" means n_max samples settled
+    neither; it is never a certificate.
+    """
+
+    decision: tuple[str, ...]
+    lower: torch.Tensor
+    median: torch.Tensor
+    upper: torch.Tensor
+    n_used: torch.Tensor
+    eps: float
+    delta: float
+    sigma: float
+    alpha: float
+    n0: int
+    n_max: int
+    spending: str
+
+    @property
+    def certified(self) -> torch.Tensor:
+        """Bool (B,): True where the decision is "certified"."""
+        return torch.tensor([d == bounds.CERTIFIED for d in self.decision], dtype=torch.bool)
+
+    @property
+    def width(self) -> torch.Tensor:
+        """upper - lower, shape (B,); +inf where a side is not certified."""
+        return self.upper - self.lower
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per image: decision, n_used, median, lower, upper, width, certified and the settings."""
+        return [
+            {
+                "decision": self.decision[i],
+                "n_used": int(self.n_used[i]),
+                "median": float(self.median[i]),
+                "lower": float(self.lower[i]),
+                "upper": float(self.upper[i]),
+                "width": float(self.width[i]),
+                "certified": self.decision[i] == bounds.CERTIFIED,
+                "eps": self.eps,
+                "delta": self.delta,
+                "sigma": self.sigma,
+                "n": self.n_max,
+                "n0": self.n0,
+                "alpha": self.alpha,
+            }
+            for i in range(len(self.decision))
+        ]
 
 
 def _device_of(module: Any, fallback: torch.device) -> torch.device:
@@ -200,38 +263,66 @@ class SmoothedIQA:
         """
         check_images(x)
         n = self.n if n is None else check_int("n (the number of noise samples)", n)
-        device = self.device_for(x)
-        x = x.to(device)
+        x = x.to(self.device_for(x))
+        with self._sampler(x, x.shape[0] * n, seed) as draw:
+            samples = draw(x, n)
+        return samples.sort(dim=1).values
+
+    @contextlib.contextmanager
+    def _sampler(
+        self, x: torch.Tensor, rows: int, seed: int | Sequence[int] | None = None
+    ) -> Iterator[Callable[..., torch.Tensor]]:
+        """One noise stream and one reused buffer for images shaped like ``x`` (on its device).
+
+        Yields ``draw(images, n, index=None)``: the unsorted scores (A, n) of n fresh noisy
+        copies of each of the A images, in draw order; successive draws continue the same
+        stream, so they are independent. ``rows`` is the most noisy images one draw needs
+        (the buffer holds min(batch_size, rows)); ``index`` names the images' original
+        positions in error messages. Model and denoiser run in eval mode, under inference mode.
+        ``seed`` overrides ``self.seed`` for this stream. The buffer is float32 for float16 /
+        bfloat16 images (see :meth:`sample`), else of the images' dtype.
+        """
+        device = x.device
+        seed = self.seed if seed is None else seed
+        noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
+            buffer = torch.empty((min(self.batch_size, rows),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
+
+            def draw(images: torch.Tensor, n: int, index: list[int] | None = None) -> torch.Tensor:
+                return self._draw(images, n, noise, buffer, index)
+
+            yield draw
+
+    def _draw(
+        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None
+    ) -> torch.Tensor:
+        """Unsorted scores (B, n) of n noisy copies of each image of ``x``, chunks of len(buffer)."""
         batch = x.shape[0]
         total = batch * n
-        noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        samples = torch.empty(total, dtype=torch.float64, device=device)
-        seed = self.seed if seed is None else seed
-        with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
-            buffer = torch.empty((min(self.batch_size, total),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
-            for start in range(0, total, self.batch_size):
-                stop = min(start + self.batch_size, total)
-                z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
-                for image in range(start // n, (stop - 1) // n + 1):  # images overlapping this chunk
-                    lo, hi = max(image * n, start) - start, min((image + 1) * n, stop) - start
-                    z[lo:hi].add_(x[image])
-                if self.clip:
-                    z.clamp_(0.0, 1.0)
-                z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
-                if self.denoiser is not None:
-                    z = self.denoiser(z)
-                # a copy into float64: exact for any float or integer score, and safe when the
-                # model returns a view of the reused buffer
-                samples[start:stop] = check_scores(self.model(z), stop - start, finite=False)
+        samples = torch.empty(total, dtype=torch.float64, device=x.device)
+        for start in range(0, total, len(buffer)):
+            stop = min(start + len(buffer), total)
+            z = noise.normal_(buffer[: stop - start], self.sigma)  # reused: no allocation per chunk
+            for image in range(start // n, (stop - 1) // n + 1):  # images overlapping this chunk
+                lo, hi = max(image * n, start) - start, min((image + 1) * n, stop) - start
+                z[lo:hi].add_(x[image])
+            if self.clip:
+                z.clamp_(0.0, 1.0)
+            z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
+            if self.denoiser is not None:
+                z = self.denoiser(z)
+            # a copy into float64: exact for any float or integer score, and safe when the
+            # model returns a view of the reused buffer
+            samples[start:stop] = check_scores(self.model(z), stop - start, finite=False)
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk
             image, sample = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"the model returned a non-finite score ({float(samples[image, sample])}) for image index "
-                f"{image} (noise sample {sample}); check the model and that image."
+                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image."
             )
-        return samples.sort(dim=1).values
+        return samples
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed median score, shape (B,): y_(ceil(n/2)) of the n noisy scores."""
@@ -249,6 +340,68 @@ class SmoothedIQA:
         """
         eps = check_nonnegative("eps", eps)
         return certify_samples(self.sample(x), eps, self.sigma, self.alpha)
+
+    def certify_sequential(
+        self,
+        x: torch.Tensor,
+        eps: float,
+        delta: float,
+        *,
+        n0: int = bounds.DEFAULT_N0,
+        n_max: int | None = None,
+        spending: str = "equal",
+        seed: int | Sequence[int] | None = None,
+    ) -> SequentialCertificate:
+        """Certify each image with as few samples as its decision needs (group-sequential).
+
+        Decides, per image, whether the smoothed score stays within ``delta`` of the
+        reported median for every ||d||_2 <= eps. Looks at n0, 2 n0, 4 n0, ... samples,
+        then n_max (default ``self.n``); at each look an image is "certified" when its
+        interval lies within [median - delta, median + delta], "not certifiable" when a
+        lower confidence bound on h_{p_upper} - h_{p_lower} exceeds 2 delta, and goes on
+        otherwise; still open at n_max it is "undecided". The looks, their alpha (summing
+        to ``self.alpha``, spread by ``spending``) and ranks are
+        :func:`certiqa.bounds.sequential_looks`; the decisions :func:`certiqa.bounds.look_decisions`.
+
+        Guarantee (per image): with probability >= 1 - alpha over the noise, the
+        statements of every look hold at once, so the reported ``lower <= h_0.5(x + d)
+        <= upper`` for every ||d||_2 <= eps, and "not certifiable" is true, whichever
+        look the image stopped at.
+
+        Images still open continue together (:func:`certiqa.bounds.run_sequential`): each
+        look draws only their extra samples (the earlier ones are kept), from one noise
+        stream into one reused buffer on the model's device; only the scores go to the
+        host. With a seed, results are a deterministic function of the input; ``seed``
+        overrides ``self.seed`` for this call, as in :meth:`sample`.
+        """
+        eps = check_nonnegative("eps", eps)
+        delta = check_nonnegative("delta", delta)
+        n_max = self.n if n_max is None else n_max
+        looks = bounds.sequential_looks(n0, n_max, self.sigma, eps, self.alpha, spending)
+        check_images(x)
+        x = x.to(self.device_for(x))
+        sizes = [0] + [look.n for look in looks]
+        with self._sampler(x, x.shape[0] * max(b - a for a, b in zip(sizes, sizes[1:])), seed) as draw:
+
+            def more(active: np.ndarray, start: int, stop: int) -> np.ndarray:
+                images = x[torch.from_numpy(active).to(x.device)]
+                return draw(images, stop - start, active.tolist()).cpu().to(torch.float64).numpy()
+
+            outcome = bounds.run_sequential(more, x.shape[0], looks, delta)
+        return SequentialCertificate(
+            decision=tuple(str(d) for d in outcome.decision),
+            lower=torch.from_numpy(outcome.lower),
+            median=torch.from_numpy(outcome.median),
+            upper=torch.from_numpy(outcome.upper),
+            n_used=torch.from_numpy(outcome.n_used),
+            eps=eps,
+            delta=delta,
+            sigma=self.sigma,
+            alpha=self.alpha,
+            n0=looks[0].n,
+            n_max=looks[-1].n,
+            spending=spending,
+        )
 
     def certified_radius(self, x: torch.Tensor, delta: float) -> torch.Tensor:
         """Per image, the largest eps whose bounds stay within ``delta`` of the median.

@@ -1,0 +1,251 @@
+"""Sequential against fixed-n certification on the real images of ../shared/data; prints figures.
+
+    python benchmarks/bench_sequential.py [--model cnniqa-live|default] [--images K] [--resize S]
+        [--threads T] [--n-max 1000] [--n0 64] [--sigma 0.12] [--eps 0.05] [--alpha 0.001]
+        [--delta D] [--cache DIR] [--out CSV]
+
+Full setting (about 93 x 1000 CNNIQA passes at full resolution, hours on a shared 2-core CPU):
+    python benchmarks/bench_sequential.py --threads 2
+Smoke setting:
+    python benchmarks/bench_sequential.py --images 3 --resize 96 --threads 1
+
+1. fixed n: every image is certified with ``SmoothedIQA(...).sample`` at n_max (one image per
+   call, noise seed --seed). A model wrapper records the scores in draw order; they are saved
+   per image under --cache with the seconds spent, so a killed run resumes where it stopped
+   and a second run (e.g. another --delta) skips this part.
+2. delta: unless --delta is given, each image needs d_i = max(median - lower, upper - median)
+   of its fixed-n certificate (alpha on the certificate alone) to certify; delta is the
+   midpoint of the ceil(m/2)-th and the next smallest d_i of the m images, so ceil(m/2)
+   images certify at fixed n and no image sits exactly on delta.
+3. replay: for each alpha spending schedule, ``certiqa.bounds.sequential_decisions`` on the
+   recorded draws (look j reads the first n_j of them).
+4. live (unless --skip-live): ``SmoothedIQA.certify_sequential`` on every image with the same
+   seed and the default schedule, timed. With --batch-size dividing n0, each look's extra samples fill the noise buffer in
+   the same chunks as the fixed-n run, so the live run draws exactly the recorded prefix: its
+   decisions and n_used must equal the replay (the mismatch count is printed; it should be 0).
+
+Figures: decisions of each procedure, mean and median samples per image, n_max / mean, and
+how many images the two procedures decide differently (certified or not). --sweep adds a
+table over deltas, n0 and spending schedules from the same recorded draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from certiqa import SmoothedIQA, bounds  # noqa: E402
+from certiqa.evaluation import read_manifest  # noqa: E402
+from certiqa.io import read_image  # noqa: E402
+from certiqa.models import CNNIQA, default_model  # noqa: E402
+
+
+class Recorder(torch.nn.Module):
+    """The model, recording every score it returns, in call order."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.scores: list[torch.Tensor] = []
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        scores = self.model(z)
+        self.scores.append(scores.detach().reshape(-1).clone())
+        return scores
+
+
+def build_parser() -> argparse.ArgumentParser:
+    data = REPO.parent / "shared" / "data"
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(data), help="shared data folder with manifest.csv (default: %(default)s)")
+    p.add_argument("--model", choices=("cnniqa-live", "default"), default="cnniqa-live",
+                   help="CNNIQA-LIVE weights from --data, or the embedded default model with its shipped denoiser")
+    p.add_argument("--images", type=int, default=None, help="only the first K images of the manifest")
+    p.add_argument("--resize", type=int, default=None, help="shorter side of every image (default: full size)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--sigma", type=float, default=0.12)
+    p.add_argument("--eps", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--n-max", type=int, default=1000)
+    p.add_argument("--n0", type=int, default=64)
+    p.add_argument("--delta", type=float, default=None, help="default: the rule of step 2")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="where the fixed-n draws go (default: runs/bench_sequential/SETTING)")
+    p.add_argument("--out", default=None, help="per-image CSV of both procedures")
+    p.add_argument("--sweep", action="store_true",
+                   help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")
+    p.add_argument("--skip-live", action="store_true",
+                   help="only the cached fixed-n draws and the replays (e.g. to try another --delta)")
+    return p
+
+
+def setting_name(args: argparse.Namespace) -> str:
+    size = "full" if args.resize is None else f"r{args.resize}"
+    return f"{args.model}_{size}_s{args.sigma:g}_n{args.n_max}_b{args.batch_size}_seed{args.seed}"
+
+
+def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], args: argparse.Namespace,
+                cache: Path, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw-order scores (m, n_max) and seconds (m,) of the fixed-n run, from the cache where present."""
+    cache.mkdir(parents=True, exist_ok=True)
+    draws, seconds = [], []
+    for i, file in enumerate(files):
+        stem = cache / f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', file)}"
+        if stem.with_suffix(".json").is_file():
+            seconds.append(json.loads(stem.with_suffix(".json").read_text())["seconds"])
+            draws.append(np.load(stem.with_suffix(".npy")))
+            continue
+        x = read_image(Path(args.data) / file, resize=args.resize, min_size=min_size).image[None]
+        recorder.scores.clear()
+        start = time.perf_counter()
+        smoothed.sample(x, args.n_max)
+        seconds.append(time.perf_counter() - start)
+        draws.append(torch.cat(recorder.scores).double().cpu().numpy())
+        np.save(stem.with_suffix(".npy"), draws[-1])
+        stem.with_suffix(".json").write_text(json.dumps({"file": file, "seconds": seconds[-1]}))  # written last
+        print(f"  fixed n {i + 1}/{len(files)} {file}: {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
+    return np.stack(draws), np.array(seconds)
+
+
+def delta_certifying(need: np.ndarray, k: int) -> float:
+    """The midpoint of the needed deltas ranked k and k + 1 from the smallest (the largest for
+    k = m): exactly k images certify at fixed n, none on the line."""
+    ordered = np.sort(need)
+    return float(ordered[k - 1] if k == len(ordered) else (ordered[k - 1] + ordered[k]) / 2)
+
+
+def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], args: argparse.Namespace) -> None:
+    """Markdown table: n_max / mean samples and differing decisions, for deltas certifying 10 % to
+    90 % of the images at fixed n, each n0 in (32, 64, 128) and each spending schedule (replays only)."""
+    columns = [(n0, s) for n0 in (32, 64, 128) if n0 <= args.n_max for s in bounds.SPENDING]
+    print("| delta certifies at fixed n | delta | " + " | ".join(f"n0 {n0} {s}" for n0, s in columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
+        k = min(max(1, round(fraction * len(need))), len(need))
+        delta = delta_certifying(need, k)
+        fixed = bounds.sequential_decisions(draws, fixed_look, delta).decision == bounds.CERTIFIED
+        cells = []
+        for n0, spending in columns:
+            try:
+                looks = bounds.sequential_looks(n0, args.n_max, args.sigma, args.eps, args.alpha, spending)
+            except ValueError:  # n0 too small for the first look's alpha
+                cells.append("-")
+                continue
+            outcome = bounds.sequential_decisions(draws, looks, delta)
+            differ = int(((outcome.decision == bounds.CERTIFIED) != fixed).sum())
+            cells.append(f"{args.n_max / outcome.n_used.mean():.2f}x, {differ}")
+        print(f"| {round(100 * fraction)} % ({int(fixed.sum())}) | {delta:.4g} | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    files = [row.file for row in read_manifest(data, scored_only=False) if row.file.startswith("images/")]
+    files = files[: args.images] if args.images is not None else files
+    if args.model == "cnniqa-live":
+        model, denoiser = CNNIQA.from_file(data / "models" / "cnniqa-live.pt"), None
+    else:
+        from certiqa.denoisers import pretrained
+
+        model, denoiser = default_model(), pretrained(args.sigma)
+    recorder = Recorder(model)
+    smoothed = SmoothedIQA(recorder, args.sigma, n=args.n_max, alpha=args.alpha, batch_size=args.batch_size,
+                           denoiser=denoiser, seed=args.seed)
+    cache = Path(args.cache) if args.cache else REPO / "runs" / "bench_sequential" / setting_name(args)
+    print(f"setting: {args.model}, {len(files)} images, "
+          f"{'full size' if args.resize is None else f'shorter side {args.resize}'}, sigma {args.sigma}, "
+          f"eps {args.eps}, alpha {args.alpha}, n0 {args.n0}, n_max {args.n_max}, batch {args.batch_size}, "
+          f"seed {args.seed}, {torch.get_num_threads()} thread(s); cache {cache}")
+
+    draws, fixed_seconds = fixed_draws(smoothed, recorder, files, args, cache, model.min_size)
+    fixed_look = [bounds.single_look(args.n_max, args.sigma, args.eps, args.alpha)]
+    fixed = bounds.sequential_decisions(draws, fixed_look, 0.0)  # delta moves the decision, not the interval
+    need = np.maximum(fixed.median - fixed.lower, fixed.upper - fixed.median)
+    if args.delta is None:
+        half = math.ceil(len(files) / 2)
+        delta = delta_certifying(need, half)
+        rule = f"midpoint of the needed deltas ranked {half} and {half + 1} from the smallest"
+    else:
+        delta, rule = args.delta, "given"
+    fixed_certified = bounds.sequential_decisions(draws, fixed_look, delta).decision == bounds.CERTIFIED
+    print(f"delta {delta:.6g} ({rule}); needed delta / delta over images: "
+          + ", ".join(f"{q:g} quantile {v:.3g}" for q, v in zip((0, 0.1, 0.25, 0.5, 0.75, 0.9, 1),
+                                                                 np.quantile(need / delta, (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)))))
+    print(f"fixed n={args.n_max}: {int(fixed_certified.sum())}/{len(files)} certified, "
+          f"{fixed_seconds.sum():.1f} s in all")
+
+    replays = {}
+    for spending in bounds.SPENDING:
+        looks = bounds.sequential_looks(args.n0, args.n_max, args.sigma, args.eps, args.alpha, spending)
+        replays[spending] = outcome = bounds.sequential_decisions(draws, looks, delta)
+        certified = outcome.decision == bounds.CERTIFIED
+        counts = ", ".join(f"{int((outcome.decision == d).sum())} {d}" for d in bounds.DECISIONS)
+        mean = float(outcome.n_used.mean())
+        print(f"sequential, {spending} spending (looks {' '.join(str(look.n) for look in looks)}): {counts}; "
+              f"samples per image mean {mean:.1f}, median {float(np.median(outcome.n_used)):g} "
+              f"({args.n_max / mean:.2f}x fewer than fixed n); decisions differ from fixed n on "
+              f"{int((certified != fixed_certified).sum())}/{len(files)} "
+              f"({int((certified & ~fixed_certified).sum())} certified only sequentially, "
+              f"{int((~certified & fixed_certified).sum())} only at fixed n)")
+        stops = [", ".join(f"{int(((outcome.decision == d) & (outcome.n_used == look.n)).sum())}" for look in looks)
+                 for d in bounds.DECISIONS]
+        print(f"  images stopping at each look ({' '.join(str(look.n) for look in looks)}): "
+              + "; ".join(f"{d} {counts}" for d, counts in zip(bounds.DECISIONS, stops)))
+        floor = np.where(certified, outcome.n_used, args.n0).mean()
+        print(f"  had every image it does not certify stopped at n0 (a perfect futility test): mean {floor:.1f} "
+              f"({args.n_max / floor:.2f}x)")
+
+    if args.sweep:
+        sweep(draws, need, fixed_look, args)
+
+    mismatches, live_seconds, live_passes, live = 0, 0.0, 0, []
+    for i, file in enumerate([] if args.skip_live else files):
+        x = read_image(data / file, resize=args.resize, min_size=model.min_size).image[None]
+        recorder.scores.clear()
+        start = time.perf_counter()
+        result = smoothed.certify_sequential(x, args.eps, delta, n0=args.n0, n_max=args.n_max)
+        live_seconds += time.perf_counter() - start
+        live_passes += sum(len(s) for s in recorder.scores)
+        live.append(result)
+        replay = replays["equal"]
+        mismatches += result.decision[0] != replay.decision[i] or int(result.n_used[0]) != replay.n_used[i]
+    if live:
+        fixed_passes = len(files) * args.n_max
+        print(f"live certify_sequential (equal spending): {mismatches} image(s) differ from the replay; "
+              f"{live_passes} noisy images through the model against {fixed_passes} at fixed n "
+              f"({fixed_passes / live_passes:.2f}x); {live_seconds:.1f} s against {fixed_seconds.sum():.1f} s "
+              f"({1e3 * live_seconds / live_passes:.2f} against {1e3 * fixed_seconds.sum() / fixed_passes:.2f} ms "
+              f"per noisy image: on a shared machine the two phases may run under different load)")
+
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as fh:
+            fh.write("file,need_delta,fixed_certified,fixed_lower,fixed_median,fixed_upper,"
+                     + ",".join(f"{s}_decision,{s}_n_used" for s in bounds.SPENDING) + ",live_decision,live_n_used\n")
+            for i, file in enumerate(files):
+                cells = [file, f"{need[i]:.6g}", str(bool(fixed_certified[i])), f"{fixed.lower[i]:.6g}",
+                         f"{fixed.median[i]:.6g}", f"{fixed.upper[i]:.6g}"]
+                cells += [f"{replays[s].decision[i]},{replays[s].n_used[i]}" for s in bounds.SPENDING]
+                cells += [f"{live[i].decision[0]},{int(live[i].n_used[0])}" if live else ","]
+                fh.write(",".join(cells) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
