@@ -6,59 +6,13 @@ import argparse
 import sys
 from typing import Sequence
 
-import torch
-
 from . import __version__
 from .io import find_images
-from torch import nn
-
-from .denoisers import load_denoiser, pretrained
-from .models import CNNIQA, default_model
+from .options import add_model_arguments, load_denoiser_from_args, load_model_from_args, resolve_device
 from .runner import certify_paths, check_output_path, format_table, write_results
 from .smoothing import SmoothedIQA
 
-__all__ = ["main", "build_parser", "add_model_arguments", "load_model_from_args", "load_denoiser_from_args", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("certiqa: error: --device cuda was asked for but torch.cuda.is_available() is False.")
-    return torch.device(name)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose the model, the denoiser and the device (shared with certify/ scripts)."""
-    parser.add_argument("--weights", metavar="FILE", help="CNNIQA state dict (default: the embedded default model)")
-    parser.add_argument("--denoiser", metavar="FILE|pretrained",
-                        help="denoiser file (certiqa.denoisers.save_denoiser) put before the model inside the "
-                             "smoothing; 'pretrained' takes the shipped one for the default model at --sigma")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-
-
-def load_model_from_args(args: argparse.Namespace) -> CNNIQA:
-    """The model named by :func:`add_model_arguments`' options; a bad file exits with its reason."""
-    try:
-        return default_model() if args.weights is None else CNNIQA.from_file(args.weights)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"certiqa: error: {err}") from None
-
-
-def load_denoiser_from_args(args: argparse.Namespace) -> nn.Module | None:
-    """The denoiser named by ``--denoiser`` (None without one); a bad file exits with its reason."""
-    if args.denoiser is None:
-        return None
-    try:
-        if args.denoiser == "pretrained":
-            if args.weights is not None:
-                raise ValueError("--denoiser pretrained was trained for the default model; drop --weights "
-                                 "or give a denoiser file trained for your model.")
-            return pretrained(args.sigma)
-        return load_denoiser(args.denoiser)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"certiqa: error: {err}") from None
+__all__ = ["main", "build_parser"]
 
 
 def _certify(args: argparse.Namespace) -> int:
