@@ -301,11 +301,21 @@ def test_trainable_module_for_nt(files, user_code):
         load_model("spec_test_factories:brightness").trainable()
 
 
-def test_exported_module_refuses_other_static_sizes_in_one_line():
-    module = _ExportedModule(_Mean(), {2: 40, 3: 40}, "the exported program 'm.pt2'")
-    assert module(torch.rand(3, 3, 40, 40)).shape == (3,)
-    with pytest.raises(ValueError, match=r"exported for inputs of shape \(\*, \*, 40, 40\), got \(1, 3, 41, 40\)"):
-        module(torch.rand(1, 3, 41, 40))
+def test_exported_program_moves_its_constants_with_the_model(files):
+    """The exported CNNIQA holds its luma weights as a lifted constant, which a plain .to()
+    would leave behind; the meta device stands in for CUDA (mixing devices fails the same way)."""
+    model = load_model(str(files["pt2"]))
+    assert model.to("cpu").model.module is model.model.module  # already there: nothing rebuilt
+    model = model.to("meta")
+    assert model(torch.rand(2, 3, 64, 64, device="meta")).shape == (2,)
+
+
+def test_exported_module_refuses_other_static_sizes_in_one_line(files):
+    with open(files["static"], "rb") as fh:
+        module = _ExportedModule(torch.export.load(fh), {0: 2, 2: 40, 3: 40}, "the exported program 'm.pt2'")
+    assert module(torch.rand(2, 3, 40, 40)).shape == (2,)
+    with pytest.raises(ValueError, match=r"exported for inputs of shape \(2, \*, 40, 40\), got \(2, 3, 41, 40\)"):
+        module(torch.rand(2, 3, 41, 40))
 
 
 def _bad(spec: str, match: str, **overrides) -> None:

@@ -125,16 +125,31 @@ class LoadedModel(nn.Module):
 
 
 class _ExportedModule(nn.Module):
-    """The module of a ``torch.export`` program, with a clear ValueError for inputs whose
-    static dimensions differ from the exported ones (instead of a failed guard) and mode
-    switches that only set flags (exported modules refuse ``train()`` / ``eval()``; their
-    graph keeps the mode it was exported in)."""
+    """The module of a ``torch.export`` program, with
 
-    def __init__(self, module: nn.Module, fixed: dict[int, int], where: str) -> None:
+    - a clear ValueError for inputs whose static dimensions differ from the exported ones
+      (instead of a failed guard);
+    - device moves through ``torch.export.passes.move_to_device_pass`` (a plain ``.to()``
+      leaves the program's lifted constants and device arguments behind);
+    - mode switches that only set flags (exported modules refuse ``train()`` / ``eval()``;
+      their graph keeps the mode it was exported in).
+    """
+
+    def __init__(self, program: torch.export.ExportedProgram, fixed: dict[int, int], where: str) -> None:
         super().__init__()
-        self.module = module
+        self.program = _program_on(program, torch.device("cpu"))
+        self.device = torch.device("cpu")
+        self.module = self.program.module()
         self.fixed = fixed
         self.where = where
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "_ExportedModule":
+        device = fn(torch.zeros(())).device  # where this conversion sends tensors
+        if device != self.device:
+            self.program = _program_on(self.program, device)
+            self.module = self.program.module()
+            self.device = device
+        return super()._apply(fn, recurse)
 
     def train(self, mode: bool = True) -> "_ExportedModule":
         for m in self.modules():
@@ -150,6 +165,16 @@ class _ExportedModule(nn.Module):
                 "with dynamic batch, height and width (certiqa.models.save_exported) or resize the images."
             )
         return self.module(x)
+
+
+def _program_on(program: torch.export.ExportedProgram, device: torch.device) -> torch.export.ExportedProgram:
+    """``program`` with its weights, constants and device arguments on ``device``."""
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    if all(not isinstance(t, torch.Tensor) or t.device == device for t in tensors):
+        return program
+    from torch.export.passes import move_to_device_pass
+
+    return move_to_device_pass(program, device)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -298,7 +323,7 @@ def _load_exported(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], di
     sides = [fixed[d] for d in (2, 3) if d in fixed] + lows
     if sides:
         hints["min_size"] = max(1, min(sides))
-    return _ExportedModule(program.module(), fixed, f"the exported program {str(path)!r}"), \
+    return _ExportedModule(program, fixed, f"the exported program {str(path)!r}"), \
         _read_metadata(spec, extra[METADATA_FILE]), hints
 
 
