@@ -190,10 +190,10 @@ def _parse_arguments(spec: str, text: str) -> tuple[list[Any], dict[str, Any]]:
         call = ast.parse(f"f({text})", mode="eval").body
         if not isinstance(call, ast.Call):
             raise SyntaxError("not an argument list")
-        args = [ast.literal_eval(a) for a in call.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
         if any(k.arg is None for k in call.keywords):
             raise ValueError("**kwargs is not allowed")
+        args = [ast.literal_eval(a) for a in call.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError, TypeError) as err:
         raise ModelSpecError(
             spec, f"cannot parse the factory arguments ({text}) ({type(err).__name__}: {err}); expected "
@@ -315,9 +315,7 @@ def _load_exported(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], di
     if fixed.get(1, 3) != 3:
         raise ModelSpecError(spec, f"the exported program {str(path)!r} takes {fixed[1]}-channel images; "
                                    "certiqa feeds RGB images (B, 3, H, W).")
-    hints: dict[str, Any] = {}
-    if 2 in fixed and 3 in fixed:
-        hints["probe"] = (fixed[2], fixed[3])
+    hints: dict[str, Any] = {"probe": (fixed.get(2), fixed.get(3))}  # None: any size
     lows = [int(program.range_constraints[s.node.expr].lower) for s in shape[2:]
             if isinstance(s, torch.SymInt) and s.node.expr in program.range_constraints]
     sides = [fixed[d] for d in (2, 3) if d in fixed] + lows
@@ -391,15 +389,15 @@ def _load_factory(spec: str, module_name: str, attr: str, arg_text: str | None) 
     return model
 
 
-def _parse_range_text(value: Any) -> tuple[float, float] | None:
-    """pyiqa's score ranges are strings such as '~0, ~100' or '0, ~' (open): a pair, or None."""
-    if isinstance(value, str):
-        parts = [p.strip().lstrip("~").strip() for p in value.split(",")]
-        try:
-            value = tuple(float(p) for p in parts)
-        except ValueError:
-            return None
-    return value if isinstance(value, tuple) and len(value) == 2 else None
+def _parse_range_text(value: Any) -> Any:
+    """pyiqa states score ranges as text such as '~0, ~100' (approximate) or '0, ~' (open):
+    text becomes a pair, or None when an end is open; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return tuple(float(part.strip().lstrip("~").strip()) for part in value.split(","))
+    except ValueError:
+        return None
 
 
 def _load_pyiqa(spec: str, name: str) -> nn.Module:
@@ -466,7 +464,7 @@ def _resolve(spec: str, name: str, given: Any, meta: dict[str, Any], model: Any,
         return check(spec, meta[name], METADATA_FILE)
     attribute = getattr(model, name, None)
     if name == "score_range":
-        attribute = _parse_range_text(tuple(attribute) if isinstance(attribute, list) else attribute)
+        attribute = _parse_range_text(attribute)
     if attribute is not None:
         return check(spec, attribute, "the model's attribute")
     return check(spec, hints.get(name), "the file")
@@ -541,7 +539,7 @@ def load_model(
     )
     loaded.eval()
     side = max(PROBE_SIZE, loaded.min_size)
-    _probe(spec, loaded, hints.get("probe", (side, side)))
+    _probe(spec, loaded, tuple(size or side for size in hints.get("probe", (None, None))))
     return loaded
 
 
