@@ -1,6 +1,7 @@
-"""Throughput of SmoothedIQA.certify for CNNIQA on 512x384 images; prints figures and ratios.
+"""Throughput of SmoothedIQA.certify for a model on 512x384 images; prints figures and ratios.
 
     python benchmarks/bench_certify.py [--images 2] [--n 1000] [--batch-size 32] [--rounds 4] [--device cpu|cuda]
+        [--model SPEC]
 
 Compares, for the same number of noisy images:
   certify   SmoothedIQA(model, 0.12, n).certify(x, 0.05) on a batch of images;
@@ -13,7 +14,8 @@ Compares, for the same number of noisy images:
 On the CPU the certify run also times its own model calls (a wrapper around the model),
 so "inside certify" splits the same run into forward passes and everything else, which
 no drift between runs can bias.
-Weights do not change speed, so a randomly initialised CNNIQA is used (no data needed).
+Weights do not change speed, so the default --model is a randomly initialised CNNIQA
+(certiqa.models:CNNIQA, no data needed); any model spec can be timed instead.
 Each round times the four one after the other, starting one further along the list each
 round; the figures are medians over rounds, and each ratio is the median of its per-round
 ratios (shared machines drift by 20 % within minutes, so ratios are only taken between
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from certiqa import SmoothedIQA
-from certiqa.models import CNNIQA
+from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -80,11 +82,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_model_arguments(parser, default="certiqa.models:CNNIQA", denoiser=False)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = CNNIQA().to(device).eval()
+    model = load_model_from_args(args).to(device)
     x = torch.rand(args.images, 3, 384, 512, device=device)
     total = args.images * args.n
     timed_model = TimedForward(model)
@@ -129,7 +131,7 @@ def main() -> None:
         return float(np.median(r)), min(r), max(r)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"CNNIQA 512x384, n={args.n}, {args.images} image(s), batch {args.batch_size}, {name}, "
+    print(f"{model_spec(args)} 512x384, n={args.n}, {args.images} image(s), batch {args.batch_size}, {name}, "
           f"median of {args.rounds} round(s)")
     for label, ts in times.items():
         t = float(np.median(ts))

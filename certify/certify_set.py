@@ -1,7 +1,10 @@
 """Certify a scored image set (a folder + CSV with path and score columns) and summarise it.
 
-    python certify/certify_set.py ../shared/data --weights ../shared/data/models/cnniqa-live.pt \
+    python certify/certify_set.py ../shared/data --model cnniqa:../shared/data/models/cnniqa-live.pt \
         --where dataset=LIVE-gblur --scale 0 1 --eps 0.02 0.05 0.1 --n 50 --resize 192 --out runs/gblur.csv
+
+--model takes any model spec (certiqa.models.load_model): default, cnniqa:FILE, a TorchScript
+archive or exported program, module:factory(...), pyiqa:NAME.
 
 Writes one row per image and radius (the columns of ``certiqa certify``, plus the
 human ``score``) as each image is done, then prints per radius: images certified,
@@ -16,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from certiqa.cli import (
+from certiqa.options import (
     add_model_arguments,
     add_run_arguments,
     describe_models,
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-column", default="score")
     parser.add_argument("--scale", type=float, nargs=2, default=(0.0, 100.0), metavar=("MIN", "MAX"),
                         help="the scores' scale; correlations need one scale, so filter mixed tables with --where")
-    parser.add_argument("--lower-better", action="store_true", help="lower scores mean better quality")
+    parser.add_argument("--scores-lower-better", action="store_true",
+                        help="lower scores in the table mean better quality (the model's direction is --lower-better)")
     parser.add_argument("--where", nargs="*", default=[], metavar="COLUMN=VALUE", help="keep rows matching these")
     add_model_arguments(parser)
     parser.add_argument("--sigma", type=float, default=0.12)
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     with group:
         model = load_model_from_args(args).to(device)
         denoiser = load_denoiser_from_args(args)
-        data = CSVDataset(args.root, args.table, scale=tuple(args.scale), higher_is_better=not args.lower_better,
+        data = CSVDataset(args.root, args.table, scale=tuple(args.scale), higher_is_better=not args.scores_lower_better,
                           path_column=args.path_column, score_column=args.score_column, skip_unscored=True,
                           where=dict(w.split("=", 1) for w in args.where))
         samples = data.samples[: args.limit]

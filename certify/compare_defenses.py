@@ -1,5 +1,5 @@
-"""Compare defenses of CNNIQA-LIVE side by side: the base model, an NT-fine-tuned model,
-median smoothing, and median smoothing with a denoiser.
+"""Compare defenses of a model (CNNIQA-LIVE by default, any --model SPEC) side by side: the base
+model, an NT-fine-tuned model, median smoothing, and median smoothing with a denoiser.
 
 Writes OUT/table.md, OUT/results.csv and (with matplotlib) OUT/plot.png.
 
@@ -21,7 +21,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from certiqa.cli import resolve_device  # noqa: E402
 from certiqa import SmoothedIQA  # noqa: E402
 from certiqa.benchmark import (  # noqa: E402
     ATTACK_NORMS,
@@ -32,15 +31,22 @@ from certiqa.benchmark import (  # noqa: E402
     plot_benchmark,
     run_benchmark,
 )
-from certiqa.models import CNNIQA  # noqa: E402
+from certiqa.options import (  # noqa: E402
+    add_model_arguments,
+    load_denoiser_from_args,
+    load_model_from_args,
+    require_metadata,
+    resolve_device,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
-    p.add_argument("--weights", type=Path, default=None, help="base CNNIQA weights (DATA/models/cnniqa-live.pt)")
-    p.add_argument("--nt-weights", type=Path, default=None, help="NT-fine-tuned CNNIQA weights (certify/train_nt.py)")
-    p.add_argument("--denoiser", type=Path, default=None, help="denoiser checkpoint for certiqa.denoisers.load_denoiser")
+    add_model_arguments(p, default=None, default_help="cnniqa:DATA/models/cnniqa-live.pt")  # the base model
+    p.add_argument("--nt-model", metavar="SPEC", default=None, help="the NT-fine-tuned model (a model spec)")
+    p.add_argument("--nt-weights", metavar="FILE", default=None,
+                   help="short for --nt-model cnniqa:FILE (the model.pt of certify/train_nt.py)")
     p.add_argument("--full", action="store_true", help="the GPU setting (n=10000, 20 steps, 16 EOT samples, 94 images)")
     p.add_argument("--images", type=int, default=None, help="number of images (12; --full: 94)")
     p.add_argument("--resize", type=int, default=160, help="shorter side of the images (160)")
@@ -55,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attacks", nargs="+", choices=sorted(ATTACK_NORMS), default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -73,16 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     count = args.images or (94 if args.full else 12)
 
-    base = CNNIQA.from_file(args.weights or args.data / "models" / "cnniqa-live.pt").to(device)
+    if args.model is None and args.weights is None:
+        args.model = f"cnniqa:{args.data / 'models' / 'cnniqa-live.pt'}"
+    if args.nt_model is not None and args.nt_weights is not None:
+        p.error("give --nt-model or --nt-weights, not both")
+    nt_spec = args.nt_model or (f"cnniqa:{args.nt_weights}" if args.nt_weights is not None else None)
+    base = load_model_from_args(args)
+    require_metadata(args, base, "lower_better", "score_range")
+    base = base.to(device)
     defenses = [Defense("base", model=base)]
-    if args.nt_weights is not None:
-        defenses.append(Defense("NT", model=CNNIQA.from_file(args.nt_weights).to(device)))
+    if nt_spec is not None:
+        defenses.append(Defense("NT", model=load_model_from_args(args, spec=nt_spec).to(device)))
     smoothing = dict(n=config.n, alpha=config.alpha, batch_size=config.batch_size, seed=config.seed)
     defenses.append(Defense("smoothing", smoothed=SmoothedIQA(base, config.sigma, **smoothing)))
-    if args.denoiser is not None:
-        from certiqa.denoisers import load_denoiser  # on the branch of the denoiser work
-
-        denoiser = load_denoiser(args.denoiser).to(device).eval()
+    denoiser = load_denoiser_from_args(args, sigma=config.sigma)
+    if denoiser is not None:
+        denoiser = denoiser.to(device).eval()
         defenses.append(Defense("smoothing + denoiser", smoothed=SmoothedIQA(base, config.sigma, denoiser=denoiser, **smoothing)))
 
     images = load_benchmark_images(args.data, count, args.resize)

@@ -1,4 +1,8 @@
-"""Fine-tune (or train) CNNIQA with NT (norm regularisation, Liu et al. CVPR 2024).
+"""Fine-tune (or train) an NR-IQA model with NT (norm regularisation, Liu et al. CVPR 2024).
+
+The model is CNNIQA-LIVE by default, or any --model SPEC that gives an nn.Module with
+trainable parameters (cnniqa:FILE, a TorchScript archive, module:factory(...), pyiqa:NAME);
+OUT/model.pt is its state dict (reload a CNNIQA one with --model cnniqa:OUT/model.pt).
 
 Without --labels: fine-tuning that keeps the pretrained model's own clean scores
 (L_IQA = |f(x) - f0(x)|) on random crops of the images. With --labels FILE.csv
@@ -20,10 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from certiqa.cli import resolve_device  # noqa: E402
 from certiqa import nt  # noqa: E402
 from certiqa.io import find_images, load_image  # noqa: E402
-from certiqa.models import CNNIQA  # noqa: E402
+from certiqa.options import add_model_arguments, load_model_from_args, resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", nargs="+", default=["images/ladders", "images/reference"],
                    help="image files/folders, relative to --data unless absolute (default: the LIVE ladders and "
                         "references, disjoint from the comparison's images)")
-    p.add_argument("--weights", type=Path, default=None, help="starting CNNIQA weights (default: DATA/models/cnniqa-live.pt)")
+    add_model_arguments(p, default=None, default_help="cnniqa:DATA/models/cnniqa-live.pt", denoiser=False)
     p.add_argument("--labels", type=Path, default=None, help="CSV file,score: train on these scores instead")
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, log.jsonl, model.pt)")
     p.add_argument("--resize", type=int, default=256, help="shorter side of the loaded images (256)")
@@ -47,13 +50,18 @@ def main(argv: list[str] | None = None) -> int:
                         "ImageNet-normalised inputs and are converted (h*0.226, lam*0.226^2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.model is None and args.weights is None:
+        args.model = f"cnniqa:{args.data / 'models' / 'cnniqa-live.pt'}"
+    try:
+        model = load_model_from_args(args).trainable()
+    except ValueError as err:
+        p.error(f"NT trains the model's parameters: {err}")
     h, lam = (args.h, args.lam) if args.pixel_units else nt.pixel_equivalent(args.h, args.lam)
     paths = find_images([p if Path(p).is_absolute() else args.data / p for p in args.images])
     if not paths:
@@ -67,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"no image in --images is named in {args.labels}")
         targets = [scores[q.name] for q in paths]
     images = [load_image(q, resize=args.resize) for q in paths]
-    model = CNNIQA.from_file(args.weights or args.data / "models" / "cnniqa-live.pt")
     before = nt.input_gradient_norm(model, torch.stack([im[:, : args.crop, : args.crop] for im in images[:16]]))
     config = nt.NTConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, h=h, lam=lam,
                          seed=args.seed)

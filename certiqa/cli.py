@@ -5,105 +5,27 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .io import file_sha256, find_images
-from torch import nn
-
-from .denoisers import load_denoiser, pretrained, pretrained_path
-from .distributed import join
 from .bounds import DECISIONS, DEFAULT_N0, sequential_looks
-from .models import CNNIQA, default_model
-from .models.default import DEFAULT_WEIGHTS
-from .runner import DEFAULT_MAX_NOISE_BYTES, RunRefused, certify_paths, check_output_path, format_table
+from .distributed import join
+from .io import find_images
+from .options import (
+    add_model_arguments,
+    add_run_arguments,
+    describe_models,
+    load_denoiser_from_args,
+    load_model_from_args,
+    resolve_device,
+)
+from .runner import RunRefused, certify_paths, check_output_path, format_table
 from .smoothing import SmoothedIQA
 
-__all__ = [
-    "main",
-    "build_parser",
-    "add_model_arguments",
-    "add_run_arguments",
-    "load_model_from_args",
-    "load_denoiser_from_args",
-    "describe_models",
-    "resolve_device",
-]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("certiqa: error: --device cuda was asked for but torch.cuda.is_available() is False.")
-    return torch.device(name)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose the model, the denoiser and the device (shared with certify/ scripts)."""
-    parser.add_argument("--weights", metavar="FILE", help="CNNIQA state dict (default: the embedded default model)")
-    parser.add_argument("--denoiser", metavar="FILE|pretrained",
-                        help="denoiser file (certiqa.denoisers.save_denoiser) put before the model inside the "
-                             "smoothing; 'pretrained' takes the shipped one for the default model at --sigma")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a certification run's output (shared with certify/certify_set.py)."""
-    parser.add_argument("--out", metavar="FILE",
-                        help="results file: .csv or .jsonl (rows written as each image is done) or .json (at the end)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the images already in --out (same settings required) and certify the rest")
-    parser.add_argument("--max-noise-mb", type=int, default=DEFAULT_MAX_NOISE_BYTES >> 20, metavar="MB",
-                        help="largest noise buffer in MiB; larger images get a smaller batch (%(default)s)")
-
-
-def load_model_from_args(args: argparse.Namespace) -> CNNIQA:
-    """The model named by :func:`add_model_arguments`' options; a bad file exits with its reason."""
-    try:
-        return default_model() if args.weights is None else CNNIQA.from_file(args.weights)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"certiqa: error: {err}") from None
-
-
-def load_denoiser_from_args(args: argparse.Namespace) -> nn.Module | None:
-    """The denoiser named by ``--denoiser`` (None without one); a bad file exits with its reason."""
-    if args.denoiser is None:
-        return None
-    try:
-        if args.denoiser == "pretrained":
-            if args.weights is not None:
-                raise ValueError("--denoiser pretrained was trained for the default model; drop --weights "
-                                 "or give a denoiser file trained for your model.")
-            return pretrained(args.sigma)
-        return load_denoiser(args.denoiser)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"certiqa: error: {err}") from None
-
-
-def describe_models(args: argparse.Namespace, model: nn.Module) -> dict[str, Any]:
-    """Provenance of the model and the denoiser, recorded in every row and compared on
-    ``--resume``: each as named on the command line with the SHA-256 of its file, and
-    the model's ``lower_better`` and ``score_range``."""
-    weights = Path(args.weights) if args.weights is not None else DEFAULT_WEIGHTS
-    if args.denoiser is None:
-        denoiser_file = None
-    else:
-        denoiser_file = pretrained_path(args.sigma) if args.denoiser == "pretrained" else Path(args.denoiser)
-    score_range = getattr(model, "score_range", None)
-    return {
-        "model": f"cnniqa:{args.weights}" if args.weights is not None else "default",
-        "model_sha256": file_sha256(weights),
-        "lower_better": getattr(model, "lower_better", None),
-        "score_range": list(score_range) if score_range is not None else None,
-        "denoiser": args.denoiser,
-        "denoiser_sha256": file_sha256(denoiser_file) if denoiser_file is not None else None,
-    }
+__all__ = ["main", "build_parser"]
 
 
 def _log(message: str) -> None:

@@ -29,17 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa import metrics  # noqa: E402
-from certiqa.cli import resolve_device  # noqa: E402
 from certiqa.denoisers import load_denoiser  # noqa: E402
 from certiqa.denoisers.evaluation import smoothed_records, summarise  # noqa: E402
-from certiqa.denoisers.training import build_base_model, load_images  # noqa: E402
+from certiqa.denoisers.training import load_images  # noqa: E402
+from certiqa.options import add_model_arguments, load_model_from_args, require_metadata, resolve_device  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     data = REPO.parent / "shared" / "data"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(data / "manifest.csv"), help="manifest CSV (default: %(default)s)")
-    p.add_argument("--model", default=f"cnniqa:{data / 'models' / 'cnniqa-live.pt'}", help="base model spec")
+    add_model_arguments(p, default=f"cnniqa:{data / 'models' / 'cnniqa-live.pt'}", denoiser=False)
     p.add_argument("--denoiser", action="append", default=[], metavar="NAME=PATH", help="a denoiser file to compare")
     p.add_argument("--sigma", type=float, default=0.12)
     p.add_argument("--n", type=int, default=1000)
@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of the manifest")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bootstrap", type=int, default=2000, metavar="R",
                    help="bootstrap resamples for the pairwise SROCC differences (0: skip)")
@@ -64,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap != 0 and args.bootstrap < 100:
         raise SystemExit(f"evaluate.py: error: --bootstrap must be 0 (skip) or >= 100, got {args.bootstrap}.")
     device = resolve_device(args.device)
+    model = load_model_from_args(args)
+    require_metadata(args, model, "lower_better")  # the ladder SROCC compares quality, not raw scores
+    model = model.to(device)
     try:
-        model = build_base_model(args.model).to(device).eval()
-        images = load_images(args.data, resize=args.resize, min_size=33)[: args.limit]
+        images = load_images(args.data, resize=args.resize, min_size=model.min_size)[: args.limit]
         configs = [("plain", None)]
         for item in args.denoiser:
             name, sep, path = item.partition("=")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         m = re.match(r"images/ladders/(.+)_\d+\.\w+$", im.name)
         if m:
             ladder_of[im.name] = m.group(1)
-    lower_better = bool(getattr(model, "lower_better", False))
+    lower_better = model.lower_better
     summaries, all_rows = [], []
     for name, den in configs:
         t0 = time.perf_counter()

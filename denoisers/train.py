@@ -21,15 +21,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from certiqa.cli import resolve_device  # noqa: E402
-from certiqa.denoisers.training import TrainConfig, build_base_model, load_images, train_denoiser  # noqa: E402
+from certiqa.denoisers.training import TrainConfig, load_images, train_denoiser  # noqa: E402
 from certiqa.losses import LossWeights  # noqa: E402
+from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="default",
-                   help="base model: 'default', 'cnniqa:PATH' or 'package.module:factory' (default: %(default)s)")
+    add_model_arguments(p, denoiser=False)  # the frozen base model (default: the embedded default model)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "manifest.csv"),
                    help="training images: a folder or a manifest CSV with 'file' [and 'score'] columns")
     p.add_argument("--include", nargs="*", default=[], help="keep only files whose relative path contains one of these")
@@ -57,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-steps", type=int, default=None, help="steps per epoch (default: one pass over the images)")
     p.add_argument("--val-every", type=int, default=1, help="validate every this many epochs")
     p.add_argument("--val-n", type=int, default=16, help="noise samples per validation image")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, val_log.csv, denoiser.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -83,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             targets=args.targets, seed=args.seed, checkpoint_every=args.checkpoint_every,
             epoch_steps=args.epoch_steps, val_every=args.val_every, val_n=args.val_n, init=args.init,
         )
-        model = build_base_model(args.model)
+        model = load_model_from_args(args)
         images = load_images(args.data, resize=args.resize, include=args.include)
         val = load_images(args.val_data, resize=args.val_resize, include=args.val_include) if args.val_data else []
         result = train_denoiser(model, images, config, args.out, val_images=val, resume=args.resume, device=device,
-                                progress=not args.quiet, meta={"base_model": args.model})
+                                progress=not args.quiet, meta={"base_model": model_spec(args)})
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"train.py: error: {err}") from None
     print(f"trained {result.step} steps; wrote {Path(args.out) / 'denoiser.pt'}")

@@ -75,7 +75,7 @@ def test_cli_errors(shared_data, tmp_path, capsys):
         main(["certify", str(tmp_path), "--weights", weights])
     with pytest.raises(SystemExit, match="sigma must be"):
         main(["certify", str(tmp_path), "--weights", weights, "--sigma", "0"])
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(SystemExit, match="no such file"):
         main(["certify", str(tmp_path), "--weights", str(tmp_path / "w.pt")])
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
     for eps, shown in (("-1", "-1.0"), ("inf", "inf"), ("nan", "nan")):
@@ -95,6 +95,30 @@ def test_a_text_file_as_weights_gets_a_clear_message(tmp_path, text):
     with pytest.raises(SystemExit, match=r"w\.txt' is not a loadable PyTorch state dict for CNNIQA \(\w+Error: .*\)\. "
                                          r"Expected a file written by torch\.save\(model\.state_dict\(\)\)\.$"):
         main(["certify", str(tmp_path / "a.png"), "--weights", str(tmp_path / "w.txt"), "--quiet"])
+
+def test_weights_is_short_for_model_cnniqa(image_folder, shared_data, tmp_path):
+    rows = {}
+    for name, option in (("weights", ["--weights", str(shared_data / WEIGHTS)]),
+                         ("model", ["--model", f"cnniqa:{shared_data / WEIGHTS}"])):
+        out = tmp_path / f"{name}.json"
+        args = ["certify", str(image_folder / "live_img66.png"), *option, "--n", "20", "--alpha", "0.1",
+                "--seed", "3", "--quiet", "--out", str(out)]
+        assert main(args) == 0
+        rows[name] = [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(out.read_text())]
+    assert rows["weights"] == rows["model"]
+
+
+def test_model_option_errors(shared_data, tmp_path):
+    weights = str(shared_data / WEIGHTS)
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit, match=r"^certiqa: error: model spec 'no_such_module_xyz:f': cannot import module"):
+        main(["certify", str(tmp_path), "--model", "no_such_module_xyz:f"])
+    with pytest.raises(SystemExit, match="give --model or --weights, not both"):
+        main(["certify", str(tmp_path), "--model", "default", "--weights", weights])
+    with pytest.raises(SystemExit, match="--denoiser pretrained was trained for the default model"):
+        main(["certify", str(tmp_path), "--weights", weights, "--denoiser", "pretrained", "--quiet"])
+    with pytest.raises(SystemExit, match=r"score_range from the arguments must be a pair .* lo < hi, got \(1\.0, 0\.0\)"):
+        main(["certify", str(tmp_path), "--score-range", "1", "0"])
 
 
 def test_python_dash_m_entry_point():

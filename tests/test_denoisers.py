@@ -27,7 +27,6 @@ from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
     TrainImage,
-    build_base_model,
     load_images,
     train_denoiser,
 )
@@ -312,20 +311,6 @@ def test_load_images_folder_and_manifest(tmp_path):
         load_images(tmp_path / "nothing")
     with pytest.raises(ValueError, match="no images"):
         load_images(tmp_path / "imgs", include=["zzz"])
-
-
-def test_build_base_model_specs(tmp_path):
-    torch.save(CNNIQA(4, 8).state_dict(), tmp_path / "c.pt")
-    model = build_base_model(f"cnniqa:{tmp_path / 'c.pt'}")
-    assert model.conv1.out_channels == 4 and model.fc1.out_features == 8
-    assert isinstance(build_base_model("certiqa.models:CNNIQA"), CNNIQA)
-    with pytest.raises(ValueError, match="cannot import"):
-        build_base_model("certiqa.nope:thing")
-    with pytest.raises(ValueError, match="unknown base model"):
-        build_base_model("resnet")
-    with pytest.raises(ValueError, match="not a CNNIQA state dict"):
-        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
-        build_base_model(f"cnniqa:{tmp_path / 'bad.pt'}")
 
 
 def test_ladder_srocc_and_summary():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import math
 import os
 import random
@@ -35,7 +34,7 @@ from .. import metrics
 from .._checks import check_int, check_positive
 from ..io import IMAGE_EXTENSIONS, find_images, read_image
 from ..losses import LossWeights, combined_loss
-from ..models.cnniqa import CNNIQA, read_checkpoint
+from ..models.cnniqa import read_checkpoint
 from ..smoothing import SmoothedIQA
 from . import ARCHITECTURES, load_denoiser, save_denoiser
 
@@ -43,7 +42,6 @@ __all__ = [
     "TrainImage",
     "TrainConfig",
     "load_images",
-    "build_base_model",
     "build_denoiser",
     "train_denoiser",
     "validate",
@@ -95,39 +93,6 @@ def load_images(
         TrainImage(read_image(path, resize=resize, min_size=min_size).image, None if score is None else float(score), rel)
         for rel, path, score in entries
     ]
-
-
-def build_base_model(spec: str) -> nn.Module:
-    """The frozen base model from a spec: ``default`` (certiqa's default model),
-    ``cnniqa:PATH`` (CNNIQA weights; kernels and hidden width read from the file) or
-    ``package.module:factory`` (any importable zero-argument factory)."""
-    if spec == "default":
-        from .. import models
-
-        if not hasattr(models, "default_model"):
-            raise ValueError("this certiqa has no default model (certiqa.models.default_model); use cnniqa:PATH.")
-        model = models.default_model()
-    elif spec.startswith("cnniqa:"):
-        path = spec[len("cnniqa:") :]
-        state = read_checkpoint(path, "CNNIQA")
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        try:
-            kernels, hidden = int(state["conv1.weight"].shape[0]), int(state["fc1.weight"].shape[0])
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError(f"{path!r} is not a CNNIQA state dict (no conv1.weight / fc1.weight tensors).") from None
-        model = CNNIQA.from_file(path, kernels=kernels, hidden=hidden)
-    elif ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot import the model factory {spec!r}: {err}.") from None
-        model = factory()
-    else:
-        raise ValueError(f"unknown base model {spec!r}; use 'default', 'cnniqa:PATH' or 'package.module:factory'.")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"the base model {spec!r} is a {type(model).__name__}, expected an nn.Module.")
-    return model
 
 
 def build_denoiser(arch: str, **config: Any) -> nn.Module:

@@ -20,13 +20,12 @@ from torch import nn
 __all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file", "read_checkpoint", "check_state_dict"]
 
 PATCH = 32
-PATCH_CHUNK = 128
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') before rounding
 
 
 def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) float ITU-R 601-2 luma (not rounded)."""
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    # ITU-R 601-2 weights, as PIL's convert('L') before rounding (a literal, for TorchScript)
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
 
 
@@ -80,6 +79,10 @@ class CNNIQA(nn.Module):
     model differentiable; the original code rounds luma to 8 bits, and feeding that
     8-bit grayscale as one channel reproduces it exactly. Images need H, W >= 33.
 
+    ``torch.jit.script`` compiles it for any image size, and ``torch.export`` with
+    dynamic batch, H and W works under size-oblivious shapes
+    (:func:`certiqa.models.save_exported` does both steps).
+
     Args:
         kernels: number of 7x7 convolution kernels (50 in the paper).
         hidden: width of the two hidden fully connected layers (800).
@@ -88,7 +91,10 @@ class CNNIQA(nn.Module):
         score_range: nominal (min, max) of the score scale.
     """
 
+    __constants__ = ["min_size", "patch", "patch_chunk"]  # TorchScript: compiled as constants
     min_size = PATCH + 1
+    patch = PATCH
+    patch_chunk = 128  # patches per convolution call in eager mode and TorchScript
 
     def __init__(
         self,
@@ -118,38 +124,49 @@ class CNNIQA(nn.Module):
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> normalised patches (B, P, 1, 32, 32), P patches per image."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(
-                f"CNNIQA expects images of shape (B, 1, H, W) or (B, 3, H, W), got {tuple(x.shape)}."
-            )
-        batch, _, height, width = x.shape
+            shape = ", ".join([str(d) for d in x.shape])
+            raise ValueError(f"CNNIQA expects images of shape (B, 1, H, W) or (B, 3, H, W), got ({shape}).")
+        batch, height, width = x.shape[0], x.shape[2], x.shape[3]
         if height < self.min_size or width < self.min_size:
             raise ValueError(
                 f"CNNIQA needs images of at least {self.min_size}x{self.min_size} pixels, got {height}x{width}."
             )
         gray = rgb_to_luma(x) if x.shape[1] == 3 else x
-        rows, cols = len(range(0, height - PATCH, PATCH)), len(range(0, width - PATCH, PATCH))
-        gray = gray[:, 0, : rows * PATCH, : cols * PATCH]
-        p = gray.reshape(batch, rows, PATCH, cols, PATCH).permute(0, 1, 3, 2, 4)
-        p = p.reshape(batch * rows * cols, 1, PATCH, PATCH)
+        # patches start at rows range(0, H - 32, 32): the 32-step windows of the first H - 1 rows
+        size = self.patch
+        p = gray[:, 0, : height - 1, : width - 1].unfold(1, size, size).unfold(2, size, size)
+        count = p.shape[1] * p.shape[2]
+        p = p.reshape(batch * count, 1, size, size)
         padded = F.pad(p, (1, 1, 1, 1), mode="replicate")
         mean = F.avg_pool2d(padded, 3, stride=1)
         mean_sq = F.avg_pool2d(padded * padded, 3, stride=1)
         # clamp_min keeps the gradient of sqrt finite on flat regions (std 1e-5 instead of 0)
         std = (mean_sq - mean * mean).clamp_min(1e-10).sqrt()
-        return ((p - mean) / (std + 1.0)).reshape(batch, rows * cols, 1, PATCH, PATCH)
+        return ((p - mean) / (std + 1.0)).reshape(batch, count, 1, size, size)
 
     def patch_scores(self, patches: torch.Tensor) -> torch.Tensor:
         """Normalised patches (..., 1, 32, 32) -> patch scores (...).
 
-        The convolution runs over chunks of ``PATCH_CHUNK`` patches so that its
-        (chunk, 50, 26, 26) output stays cache-sized whatever the batch."""
+        The convolution runs over chunks of ``patch_chunk`` patches so that its
+        (chunk, 50, 26, 26) output stays cache-sized whatever the batch. While tracing
+        or exporting it runs once over all patches (the same arithmetic per patch), so
+        that a trace or an exported program holds no chunk count of its example input."""
         lead = patches.shape[:-3]
-        flat = patches.reshape(-1, 1, PATCH, PATCH)
-        pooled = []
-        for start in range(0, flat.shape[0], PATCH_CHUNK):
-            h = self.conv1(flat[start : start + PATCH_CHUNK]).flatten(2)
-            pooled.append(torch.cat((h.amax(dim=2), h.amin(dim=2)), dim=1))
-        h = self.dropout(F.relu(self.fc1(torch.cat(pooled))))
+        flat = patches.reshape(-1, 1, self.patch, self.patch)
+        if torch.jit.is_scripting():
+            whole = False  # TorchScript keeps the loop over a dynamic chunk count
+        else:  # a trace or an exported program would freeze the chunk count of its example input
+            whole = torch.jit.is_tracing() or torch.compiler.is_exporting()
+        if whole:
+            h = self.conv1(flat).flatten(2)
+            pooled = torch.cat((h.amax(dim=2), h.amin(dim=2)), dim=1)
+        else:
+            chunks = []
+            for start in range(0, flat.shape[0], self.patch_chunk):
+                h = self.conv1(flat[start : start + self.patch_chunk]).flatten(2)
+                chunks.append(torch.cat((h.amax(dim=2), h.amin(dim=2)), dim=1))
+            pooled = torch.cat(chunks)
+        h = self.dropout(F.relu(self.fc1(pooled)))
         h = F.relu(self.fc2(h))
         return self.fc3(h).reshape(lead)
 
