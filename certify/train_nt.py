@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa.cli import resolve_device  # noqa: E402
-from certiqa import nt  # noqa: E402
+from certiqa.defenses import nt  # noqa: E402
 from certiqa.io import find_images, load_image  # noqa: E402
 from certiqa.models import CNNIQA  # noqa: E402
 
