@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     setting = (f"{len(images)} images (shorter side {args.resize}), sigma={config.sigma}, n={config.n}, "
                f"n_eval={config.n_eval}, n_check={config.n_check}, alpha={config.alpha}, "
                f"attacks={' '.join(config.attacks)}, transfer={' '.join(config.transfer_attacks)}, "
-               f"steps={config.steps}, eot={config.eot_samples}, queries={config.queries}, "
+               f"steps={config.steps}, eot={config.eot_samples}, queries={config.queries} at linf "
+               f"{'/'.join(f'{e * 255:g}' for e in config.square_budgets)}/255"
+               f"{' (smoothed too)' if config.square_smoothed else ' (not on smoothed)'}, "
+               f"check_images={config.check_images or 'all'}, "
                f"fidelity_draws={config.fidelity_draws}, seed={config.seed}, device={device.type}, threads={args.threads}")
     table = f"{format_summary(result)}\n\n{format_markdown(result)}"
     (args.out / "table.md").write_text(f"Setting: {setting}\n\n{table}\n")

@@ -9,8 +9,8 @@ purified model (:class:`certiqa.defenses.Purified`) or a :class:`~certiqa.Smooth
 Attacks are adaptive. On purified models the white-box attacks backpropagate through
 the purification, or through the identity where it is not differentiable (BPDA), and
 average over ``eot_samples`` draws of a random purification (EOT); the attacked score
-is taken under the same draw as the clean score (the defense's stream restarted from
-``seed``). On smoothed models they climb the expectation over ``eot_samples`` noise
+is taken under the same draw as the clean score (one seeded draw per image, apart from
+the attacker's draws). On smoothed models they climb the expectation over ``eot_samples`` noise
 draws (through the denoiser) of the base score (:class:`~certiqa.attacks.ExpectedScore`)
 and the attacked score is the smoothed median on the same seeded noise as the clean
 one, so the change is due to the attack. The black-box Square attack
@@ -19,11 +19,12 @@ draws of a random purification and fresh noise for every smoothed query. The
 *transfer* rows score, on each defense, the adversarial images made against the
 first (base) column: the non-adaptive setting.
 
-Second objective: PSNR and SSIM (kornia) of the image the model sees (the purified
-image; for smoothing the noisy, denoised image) against the clean input, averaged
-over ``fidelity_draws`` draws, and the shift of the clean score from the base model's.
+Second objective: PSNR and SSIM of the image the model sees (the purified image; for
+smoothing the noisy, denoised image) against the clean input, over ``fidelity_draws``
+draws, and the shift of the clean score from the base model's.
 
-Soundness: for each certified l2 budget eps and image, adaptive l2 PGD within eps
+Soundness: for each certified l2 budget eps and image (the first ``check_images``
+of them), adaptive l2 PGD within eps
 pushes the smoothed median up and, separately, down; the attacked median is
 re-estimated with ``n_check`` (> n) fresh samples, and a certificate is *violated*
 when either estimate falls outside the interval certified at the clean image. With
@@ -75,7 +76,7 @@ __all__ = [
 ATTACK_NORMS = {
     "FGSM": "linf", "IFGSM": "linf", "MIFGSM": "linf", "PGD": "linf", "Korhonen": "linf", "PGDL2": "l2", "Square": "linf",
 }
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -99,17 +100,21 @@ class ComparisonConfig:
     ``n``: samples for the certificates; ``n_eval``: samples of the smoothed median in
     the attack rows (and per Square query on smoothed models); ``n_check``: samples
     re-estimating the attacked median for soundness and tightness (must exceed ``n``);
-    ``steps``: steps of the iterative white-box attacks; ``eot_samples``: draws per
-    white-box step on random purifications and smoothed models; ``queries``: model
-    evaluations per image and budget of the Square attack; ``transfer_attacks``: the
-    attacks whose adversarial images, made against the first column, are scored on
-    every other column; ``fidelity_draws``: draws of a random purification or of the
-    smoothing noise for PSNR / SSIM."""
+    ``check_images``: the soundness and tightness rows use the first this many images
+    (None: all); ``steps``: steps of the iterative white-box attacks; ``eot_samples``:
+    draws per white-box step on random purifications and smoothed models;
+    ``queries``: model evaluations per image and budget of the Square attack, run at
+    the l-inf ``square_budgets``, and on smoothed columns only with ``square_smoothed``
+    (each query there costs ``n_eval`` samples); ``transfer_attacks``: the attacks whose
+    adversarial images, made against the first column, are scored on every other
+    column; ``fidelity_draws``: draws of a random purification or of the smoothing
+    noise for PSNR / SSIM."""
 
     sigma: float = 0.12
-    n: int = 200
-    n_eval: int = 32
-    n_check: int = 400
+    n: int = 100
+    n_eval: int = 16
+    n_check: int = 200
+    check_images: int | None = 12
     alpha: float = 0.01
     linf_budgets: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
     l2_budgets: tuple[float, ...] = (0.1, 0.25, 0.5)
@@ -118,6 +123,8 @@ class ComparisonConfig:
     steps: int = 4
     eot_samples: int = 2
     queries: int = 100
+    square_budgets: tuple[float, ...] = (8 / 255,)
+    square_smoothed: bool = False
     fidelity_draws: int = 4
     batch_size: int = 50
     seed: int = 0
@@ -126,8 +133,9 @@ class ComparisonConfig:
     def full(cls) -> "ComparisonConfig":
         """The GPU setting: every attack, more samples, steps and queries."""
         return cls(
-            n=10_000, n_eval=1000, n_check=50_000, alpha=0.001, attacks=tuple(ATTACK_NORMS), steps=20,
-            eot_samples=16, queries=1000, fidelity_draws=16, batch_size=500,
+            n=10_000, n_eval=1000, n_check=50_000, check_images=None, alpha=0.001, attacks=tuple(ATTACK_NORMS),
+            steps=20, eot_samples=16, queries=1000, square_budgets=(2 / 255, 4 / 255, 8 / 255), square_smoothed=True,
+            fidelity_draws=16, batch_size=500,
         )
 
     def check(self) -> None:
@@ -137,6 +145,11 @@ class ComparisonConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         if isinstance(self.queries, bool) or not isinstance(self.queries, int) or self.queries < 2:
             raise ValueError(f"queries must be an integer >= 2 (the clean score and one proposal), got {self.queries!r}.")
+        if self.check_images is not None and (isinstance(self.check_images, bool) or not isinstance(
+                self.check_images, int) or self.check_images < 1):
+            raise ValueError(f"check_images must be None (all) or an integer >= 1, got {self.check_images!r}.")
+        if "Square" in self.attacks and not self.square_budgets:
+            raise ValueError("the Square attack needs at least one l-inf budget in square_budgets.")
         if self.n_check <= self.n:
             raise ValueError(f"n_check ({self.n_check}) must exceed n ({self.n}) for the soundness check.")
         unknown = [a for a in (*self.attacks, *self.transfer_attacks) if a not in ATTACK_NORMS]
@@ -266,11 +279,11 @@ def run_comparison(
     human_idx = [i for i, im in enumerate(images) if im.human is not None]
     base_clean: torch.Tensor | None = None
     transferred: dict[tuple[str, float], list[torch.Tensor]] = {}
-    budgets = [(a, e) for a in config.attacks for e in (config.linf_budgets if ATTACK_NORMS[a] == "linf" else config.l2_budgets)]
     for column, defense in enumerate(defenses):
+        budgets = _attack_budgets(defense, config)
         start = time.perf_counter()
         score = _scorer(defense, config)
-        clean = torch.cat([score(im.image[None]) for im in images])
+        clean = torch.cat([score(im.image[None], i) for i, im in enumerate(images)])
         if base_clean is None:
             base_clean = clean
         _clean_rows(result, defense.name, clean, base_clean, images, human_idx, lower_better)
@@ -279,11 +292,11 @@ def run_comparison(
         bar = tqdm(total=len(budgets) * len(images), desc=f"attacks on {defense.name}", disable=not progress)
         for attack_name, eps in budgets:
             attacked = []
-            for im, direction in zip(images, directions):
-                x_adv = _attack(defense, attack_name, eps, direction, config)(im.image[None])
+            for i, (im, direction) in enumerate(zip(images, directions)):
+                x_adv = _attack(defense, attack_name, eps, direction, config, i)(im.image[None])
                 if column == 0 and attack_name in config.transfer_attacks:
                     transferred.setdefault((attack_name, eps), []).append(x_adv)
-                attacked.append(score(x_adv))
+                attacked.append(score(x_adv, i))
                 bar.update(1)
             budget = _budget_label(ATTACK_NORMS[attack_name], eps)
             _change_rows(result, "attack", f"{_attack_label(attack_name, config)} {budget}", budget, defense.name,
@@ -292,7 +305,7 @@ def run_comparison(
         if column > 0:
             for (attack_name, eps), adversarial in transferred.items():
                 budget = _budget_label(ATTACK_NORMS[attack_name], eps)
-                attacked_t = torch.cat([score(x) for x in adversarial])
+                attacked_t = torch.cat([score(x, i) for i, x in enumerate(adversarial)])
                 _change_rows(result, "transfer", f"transfer from {defenses[0].name}: {attack_name} {budget}", budget,
                              defense.name, clean, attacked_t, score_range)
         if defense.smoothed is not None:
@@ -301,17 +314,31 @@ def run_comparison(
     return result
 
 
+def _attack_budgets(defense: Defense, config: ComparisonConfig) -> list[tuple[str, float]]:
+    """(attack, eps) pairs run on this column."""
+    pairs = []
+    for attack in config.attacks:
+        if attack == "Square":
+            if defense.smoothed is None or config.square_smoothed:
+                pairs += [(attack, eps) for eps in config.square_budgets]
+        else:
+            pairs += [(attack, eps) for eps in (config.linf_budgets if ATTACK_NORMS[attack] == "linf" else config.l2_budgets)]
+    return pairs
+
+
 def _scorer(defense: Defense, config: ComparisonConfig) -> ScoreFn:
-    """The deployed score of one image batch, deterministic: the smoothed median on seeded
-    noise, or the (purified) model with a random purification's stream restarted from the seed."""
+    """``score(x, i)``: the deployed score of image ``i`` (as ``x``, clean or attacked),
+    deterministic: the smoothed median on seeded noise, or the (purified) model with a
+    random purification drawing from seed ``seed + 2 i`` (:func:`_draw_seed`), so the
+    clean and the attacked image of one index share their draw and images differ."""
     if defense.smoothed is not None:
         smoothed_eval = _with_n(defense.smoothed, config.n_eval, config.seed)
-        return lambda x: smoothed_eval.predict(x).cpu()
+        return lambda x, index: smoothed_eval.predict(x).cpu()
     model = defense.model
 
-    def score(x: torch.Tensor) -> torch.Tensor:
+    def score(x: torch.Tensor, index: int) -> torch.Tensor:
         if isinstance(model, Purified) and model.random:
-            model.defense.manual_seed(config.seed)
+            model.defense.manual_seed(_draw_seed(config, index, attacker=False))
         with torch.no_grad():
             return model.eval()(x).reshape(-1).cpu()
 
@@ -333,12 +360,20 @@ class _FreshNoiseMedian:
         return _with_n(self.smoothed, self.n, self.next_seed - 1).predict(x).to(x.device)
 
 
-def _attack(defense: Defense, attack_name: str, eps: float, direction: str, config: ComparisonConfig) -> Callable:
-    """The adaptive attack on one defense: BPDA / EOT through purifications, EOT through
-    smoothing noise and denoiser; Square queries the deployed defense."""
+def _draw_seed(config: ComparisonConfig, index: int, *, attacker: bool) -> int:
+    """Seed of a random purification's draws for image ``index``: even for the scoring
+    draw, odd for the attacker's stream, so the two never coincide."""
+    return config.seed + 2 * index + int(attacker)
+
+
+def _attack(
+    defense: Defense, attack_name: str, eps: float, direction: str, config: ComparisonConfig, index: int
+) -> Callable:
+    """The adaptive attack on image ``index`` of one defense: BPDA / EOT through
+    purifications, EOT through smoothing noise and denoiser; Square queries the deployed defense."""
     model = defense.model
     if isinstance(model, Purified) and model.random:
-        model.defense.manual_seed(config.seed + 1)  # the attacker's draws, apart from the scoring draw
+        model.defense.manual_seed(_draw_seed(config, index, attacker=True))
     if attack_name == "Square":
         oracle: Any = model if defense.smoothed is None else _FreshNoiseMedian(defense.smoothed, config.n_eval, config.seed + 1000)
         return SquareAttack(oracle, eps, queries=config.queries, direction=direction, seed=config.seed)
@@ -384,9 +419,10 @@ def _clean_rows(
     result.add("clean score shift vs base: mean abs", name, float((clean - base_clean).abs().mean()), family="fidelity")
 
 
-def _seen_images(defense: Defense, x: torch.Tensor, config: ComparisonConfig) -> list[torch.Tensor]:
-    """The images (1, C, H, W) the model sees for input ``x``: one per draw for random
-    purifications and smoothing, ``x`` itself for a plain model."""
+def _seen_images(defense: Defense, x: torch.Tensor, config: ComparisonConfig, index: int) -> list[torch.Tensor]:
+    """The images (1, C, H, W) the model sees for image ``index`` (as ``x``): one per draw
+    for random purifications (the first is the scoring draw) and smoothing, ``x`` itself
+    for a plain model."""
     model = defense.model
     with torch.no_grad():
         if defense.smoothed is not None:
@@ -403,7 +439,7 @@ def _seen_images(defense: Defense, x: torch.Tensor, config: ComparisonConfig) ->
         if isinstance(model, Purified):
             if not model.random:
                 return [model.defense(x)]
-            model.defense.manual_seed(config.seed)
+            model.defense.manual_seed(_draw_seed(config, index, attacker=False))
             return [model.defense(x) for _ in range(config.fidelity_draws)]
         return [x]
 
@@ -411,15 +447,18 @@ def _seen_images(defense: Defense, x: torch.Tensor, config: ComparisonConfig) ->
 def _fidelity_rows(
     result: ComparisonResult, defense: Defense, images: Sequence[ComparisonImage], config: ComparisonConfig
 ) -> None:
-    """PSNR (dB) and SSIM (11x11 Gaussian window) of the seen image against the clean one,
-    averaged over draws and then images; PSNR is inf for an unchanged image."""
-    psnr, ssim = [], []
-    for im in images:
+    """PSNR (dB, of the mean squared error over draws and images; inf for unchanged images)
+    and SSIM (11x11 Gaussian window, mean over draws and images) of the seen image
+    against the clean one."""
+    squared_errors, ssim = [], []
+    for i, im in enumerate(images):
         x = im.image[None]
-        seen = _seen_images(defense, x, config)
-        psnr.append(sum(float(kornia.metrics.psnr(s, x, 1.0)) for s in seen) / len(seen))
-        ssim.append(sum(float(kornia.metrics.ssim(s, x, 11).mean()) for s in seen) / len(seen))
-    result.add("seen image vs clean: PSNR (dB)", defense.name, sum(psnr) / len(psnr), family="fidelity")
+        for seen in _seen_images(defense, x, config, i):
+            squared_errors.append(float((seen - x).pow(2).mean()))
+            ssim.append(float(kornia.metrics.ssim(seen, x, 11).mean()))
+    mse = sum(squared_errors) / len(squared_errors)
+    result.add("seen image vs clean: PSNR (dB)", defense.name, -10 * math.log10(mse) if mse > 0 else math.inf,
+               family="fidelity")
     result.add("seen image vs clean: SSIM", defense.name, sum(ssim) / len(ssim), family="fidelity")
 
 
@@ -436,13 +475,15 @@ def _certify_rows(
     config: ComparisonConfig,
     progress: bool,
 ) -> None:
-    """Certified widths at every l2 budget, the soundness counts of those certificates and
-    the tightness of the adaptive attack against them."""
+    """Certified widths at every l2 budget (all images), the soundness counts of those
+    certificates and the tightness of the adaptive attack against them (the first
+    ``config.check_images`` images)."""
     smoothed = _with_n(defense.smoothed, config.n, config.seed + 1)
     checker = _with_n(defense.smoothed, config.n_check, config.seed + 2)
     samples = torch.stack([smoothed.sample(im.image[None])[0] for im in images])
+    checked = images[: config.check_images]
     checked_clean: torch.Tensor | None = None
-    bar = tqdm(total=len(config.l2_budgets) * len(images), desc=f"soundness of {defense.name}", disable=not progress)
+    bar = tqdm(total=len(config.l2_budgets) * len(checked), desc=f"soundness of {defense.name}", disable=not progress)
     for eps in config.l2_budgets:
         cert = certify_samples(samples, eps, smoothed.sigma, config.alpha)
         label = _budget_label("l2", eps)
@@ -452,13 +493,13 @@ def _certify_rows(
             result.add(f"soundness {label}: violations/certificates", defense.name, "n/a", family="soundness", budget=label)
             result.add(f"tightness {label}: attacked median shift / certified half-width", defense.name, "n/a",
                        family="tightness", budget=label)
-            bar.update(len(images))
+            bar.update(len(checked))
             continue
         if checked_clean is None:
-            checked_clean = torch.cat([checker.predict(im.image[None]).cpu() for im in images])
+            checked_clean = torch.cat([checker.predict(im.image[None]).cpu() for im in checked])
         violations = 0
         ratios = []
-        for i, im in enumerate(images):
+        for i, im in enumerate(checked):
             if not bool(cert.certified[i]):
                 bar.update(1)
                 continue
@@ -471,21 +512,27 @@ def _certify_rows(
                                            cert.upper[i : i + 1]))
             bar.update(1)
         certified = int(cert.certified.sum())
-        ratio = torch.cat(ratios)
         mean_width = float(cert.width[cert.certified].mean())
-        # exact (Clopper-Pearson) 95% upper bound on the violation rate, to read against alpha
-        _, rate_hi = proportion_confint(violations, certified, alpha=0.05, method="beta")
         result.add(f"certified {label}: width (certified/images)", defense.name,
                    f"{mean_width:.3g} ({certified}/{len(images)})", family="certified", budget=label)
+        if not ratios:  # none of the checked images is certified at this eps
+            result.add(f"soundness {label}: violations/certificates", defense.name, "n/a", family="soundness",
+                       budget=label)
+            result.add(f"tightness {label}: attacked median shift / certified half-width", defense.name, "n/a",
+                       family="tightness", budget=label)
+            continue
+        ratio = torch.cat(ratios)
+        # exact (Clopper-Pearson) 95% upper bound on the violation rate, to read against alpha
+        _, rate_hi = proportion_confint(violations, len(ratios), alpha=0.05, method="beta")
         result.add(
             f"soundness {label}: violations/certificates",
             defense.name,
-            f"{violations}/{certified} (rate <= {rate_hi:.2g} at 95%; alpha={config.alpha:g})",
+            f"{violations}/{len(ratios)} (rate <= {rate_hi:.2g} at 95%; alpha={config.alpha:g})",
             family="soundness",
             budget=label,
         )
         result.add(f"tightness {label}: attacked median shift / certified half-width", defense.name,
-                   f"{float(ratio.mean()):.3g} (max {float(ratio.max()):.3g}; {certified} img)",
+                   f"{float(ratio.mean()):.3g} (max {float(ratio.max()):.3g}; {len(ratios)} img)",
                    family="tightness", budget=label)
     bar.close()
     result.add("smoothed median, mean over images (n)", defense.name, float(certify_samples(
@@ -580,26 +627,28 @@ def plot_comparison(result: ComparisonResult, config: ComparisonConfig, path: st
     except ImportError:
         raise ImportError("plot_comparison needs matplotlib: pip install 'certiqa[plot]'.") from None
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    for ax, norm, budgets in ((axes[0], "linf", config.linf_budgets), (axes[1], "l2", config.l2_budgets)):
+    linf = sorted(set(config.linf_budgets) | (set(config.square_budgets) if "Square" in config.attacks else set()))
+    for ax, norm, budgets in ((axes[0], "linf", linf), (axes[1], "l2", sorted(config.l2_budgets))):
         names = [a for a in config.attacks if ATTACK_NORMS[a] == norm]
         if not names:
             ax.set_visible(False)
             continue
         for defense in result.defenses:
-            worst = []
+            points = []
             for eps in budgets:
                 label = _budget_label(norm, eps)
-                worst.append(max(float(r["value"]) for r in result.rows if r["defense"] == defense
-                                 and r["budget"] == label and r["family"] in ("attack", "transfer")
-                                 and r["metric"].endswith("mean abs change")))
-            xs = [e * 255 for e in budgets] if norm == "linf" else list(budgets)
-            ax.plot(xs, worst, marker="o", label=defense)
+                changes = [float(r["value"]) for r in result.rows if r["defense"] == defense and r["budget"] == label
+                           and r["family"] in ("attack", "transfer") and r["metric"].endswith("mean abs change")]
+                if changes:
+                    points.append((eps * 255 if norm == "linf" else eps, max(changes)))
+            if points:
+                ax.plot(*zip(*points), marker="o", label=defense)
         ax.set_xlabel("eps (x/255, l-inf)" if norm == "linf" else "eps (l2, [0,1] pixels)")
         ax.set_ylabel("mean |score change| (worst attack)")
         ax.set_yscale("log")
         ax.set_title(f"{norm} attacks ({', '.join(_attack_label(a, config) for a in names)})")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    next(ax for ax in axes if ax.get_visible()).legend(fontsize=7)
     for row in summarize(result):
         axes[2].scatter(row["ssim"], row["worst_change"])
         axes[2].annotate(row["defense"], (row["ssim"], row["worst_change"]), fontsize=7)

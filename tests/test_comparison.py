@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,11 +27,12 @@ from certiqa.comparison import (
 )
 from certiqa.defenses import BitDepth, Purified, RandomRotation
 from certiqa.models import CNNIQA
+from conftest import REPO
 
 TINY = ComparisonConfig(
     n=40, n_eval=10, n_check=60, alpha=0.2, sigma=0.1, linf_budgets=(4 / 255,), l2_budgets=(0.02, 0.5),
     attacks=("FGSM", "PGDL2", "Square"), transfer_attacks=("FGSM",), steps=2, eot_samples=2, queries=6,
-    fidelity_draws=2, batch_size=64,
+    square_budgets=(4 / 255,), square_smoothed=True, check_images=None, fidelity_draws=2, batch_size=64,
 )
 
 
@@ -39,7 +42,10 @@ def _images() -> list[ComparisonImage]:
             for i, h in enumerate([0.2, 0.9, 0.5])]
 
 
-def test_tiny_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_result() -> ComparisonResult:
+    """Five columns (plain, a BPDA purification, an EOT purification, smoothing with and
+    without a denoiser) on three 34x34 images with every row family."""
     torch.manual_seed(0)
     base = CNNIQA(kernels=4, hidden=16).eval()
     denoiser = nn.AvgPool2d(3, 1, 1)
@@ -50,7 +56,11 @@ def test_tiny_end_to_end(tmp_path):
         Defense("smoothing", smoothed=SmoothedIQA(base, TINY.sigma)),
         Defense("smoothing + denoiser", smoothed=SmoothedIQA(base, TINY.sigma, denoiser=denoiser)),
     ]
-    result = run_comparison(defenses, _images(), TINY, score_range=(-10.0, 10.0), lower_better=True, progress=False)
+    return run_comparison(defenses, _images(), TINY, score_range=(-10.0, 10.0), lower_better=True, progress=False)
+
+
+def test_tiny_end_to_end(tiny_result, tmp_path):
+    result = tiny_result
     names = result.defenses
     assert result.value("clean SROCC vs base (3 img)", "base") == pytest.approx(1.0)
     assert "clean PLCC vs human (3 img)" in {r["metric"] for r in result.rows}
@@ -99,8 +109,11 @@ def test_tiny_end_to_end(tmp_path):
     assert len(format_summary(result).splitlines()) == 2 + 5
     result.write_csv(tmp_path / "r.csv")
     assert (tmp_path / "r.csv").read_text().startswith("family,metric,budget,defense,value")
+
+
+def test_plot(tiny_result, tmp_path):
     pytest.importorskip("matplotlib")
-    plot_comparison(result, TINY, tmp_path / "p.png")
+    plot_comparison(tiny_result, TINY, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
@@ -116,6 +129,22 @@ def test_random_purification_is_scored_under_one_draw():
             for _ in range(2)]
     assert runs[0].value("PGD linf 0/255: mean abs change", "rotation") == 0.0
     assert runs[0].rows == runs[1].rows
+
+
+def test_cpu_shortcuts_skip_square_on_smoothed_and_check_a_prefix():
+    torch.manual_seed(0)
+    base = CNNIQA(kernels=4, hidden=16).eval()
+    config = dataclasses.replace(TINY, attacks=("PGDL2", "Square"), transfer_attacks=(), l2_budgets=(0.02,),
+                                 square_smoothed=False, check_images=2)
+    defenses = [Defense("base", model=base), Defense("smoothing", smoothed=SmoothedIQA(base, TINY.sigma))]
+    result = run_comparison(defenses, _images(), config, score_range=(-10.0, 10.0), lower_better=True, progress=False)
+    assert math.isfinite(result.value("Square (6 queries) linf 4/255: mean abs change", "base"))
+    with pytest.raises(KeyError):
+        result.value("Square (6 queries) linf 4/255: mean abs change", "smoothing")
+    assert result.value("certified l2 0.02: width (certified/images)", "smoothing").endswith("(3/3)")
+    assert result.value("soundness l2 0.02: violations/certificates", "smoothing").split()[0].endswith("/2")
+    assert result.value("tightness l2 0.02: attacked median shift / certified half-width", "smoothing").endswith(
+        "; 2 img)")
 
 
 def test_tightness_ratio_closed_form():
@@ -154,6 +183,10 @@ def test_config_and_defense_errors():
         dataclasses.replace(TINY, steps=0).check()
     with pytest.raises(ValueError, match="queries"):
         dataclasses.replace(TINY, queries=1).check()
+    with pytest.raises(ValueError, match="square_budgets"):
+        dataclasses.replace(TINY, square_budgets=()).check()
+    with pytest.raises(ValueError, match="check_images"):
+        dataclasses.replace(TINY, check_images=0).check()
     with pytest.raises(ValueError, match="exactly one"):
         Defense("x")
     with pytest.raises(ValueError, match="at least one"):
@@ -185,3 +218,24 @@ def test_loads_every_image_by_default(tmp_path):
     assert [im.name for im in images] == ["a.png", "b.png", "c.png"]  # labelled, reference, ladders; no weights
     assert images[0].human == pytest.approx(0.7) and images[1].human is None and images[2].human is None
     assert tuple(images[0].image.shape) == (3, 34, 41)
+
+
+@pytest.mark.slow
+def test_compare_defenses_script_runs_every_column(shared_data, tmp_path):
+    """The script on 2 real images at 40 px with tiny settings: eleven columns (the shipped
+    model stands in for the NT weights, the shipped DnCNN for the denoiser)."""
+    done = subprocess.run(
+        [sys.executable, "certify/compare_defenses.py", "--data", str(shared_data), "--images", "2", "--resize", "40",
+         "--nt-weights", str(shared_data / "models" / "cnniqa-live.pt"),
+         "--denoiser", "certiqa/weights/denoiser_dncnn_s012.pt", "--n", "20", "--n-eval", "4", "--n-check", "30",
+         "--alpha", "0.2", "--attacks", "Square", "--queries", "3", "--device", "cpu", "--quiet",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert table.startswith("Setting: 2 images (shorter side 40)")
+    header = [line for line in table.splitlines() if line.startswith("| metric |")][0]
+    assert header.count("|") == 13 and "| smoothing + denoiser |" in header and "| JPEG q75 |" in header
+    assert "| Square (3 queries) linf 8/255: mean abs change |" in table and "| defense | worst-attack" in table
+    assert (tmp_path / "results.csv").is_file()
