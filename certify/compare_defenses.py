@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help=f"attack steps ({default.steps})")
     p.add_argument("--eot", type=int, default=None,
                    help=f"draws per white-box step on random purifications and smoothed models ({default.eot_samples})")
-    p.add_argument("--queries", type=int, default=None, help=f"Square attack queries per image and budget ({default.queries})")
+    p.add_argument("--queries", type=int, default=None,
+                   help=f"Square attack queries per image and budget ({default.queries})")
     p.add_argument("--attacks", nargs="+", choices=sorted(ATTACK_NORMS), default=None,
                    help=f"attacks ({' '.join(default.attacks)}; --full: all)")
     p.add_argument("--seed", type=int, default=0)

@@ -322,7 +322,8 @@ def _attack_budgets(defense: Defense, config: ComparisonConfig) -> list[tuple[st
             if defense.smoothed is None or config.square_smoothed:
                 pairs += [(attack, eps) for eps in config.square_budgets]
         else:
-            pairs += [(attack, eps) for eps in (config.linf_budgets if ATTACK_NORMS[attack] == "linf" else config.l2_budgets)]
+            norm_budgets = config.linf_budgets if ATTACK_NORMS[attack] == "linf" else config.l2_budgets
+            pairs += [(attack, eps) for eps in norm_budgets]
     return pairs
 
 
@@ -375,10 +376,13 @@ def _attack(
     if isinstance(model, Purified) and model.random:
         model.defense.manual_seed(_draw_seed(config, index, attacker=True))
     if attack_name == "Square":
-        oracle: Any = model if defense.smoothed is None else _FreshNoiseMedian(defense.smoothed, config.n_eval, config.seed + 1000)
+        oracle: Any = model
+        if defense.smoothed is not None:
+            oracle = _FreshNoiseMedian(defense.smoothed, config.n_eval, first_seed=config.seed + 1000)
         return SquareAttack(oracle, eps, queries=config.queries, direction=direction, seed=config.seed)
     if defense.smoothed is not None:
-        target: Any = ExpectedScore(_with_n(defense.smoothed, config.n_eval, config.seed), config.eot_samples, seed=config.seed)
+        smoothed = _with_n(defense.smoothed, config.n_eval, config.seed)
+        target: Any = ExpectedScore(smoothed, config.eot_samples, seed=config.seed)
     elif isinstance(model, Purified) and model.random:
         target = ExpectedPurifiedScore(model, config.eot_samples)
     else:

@@ -249,13 +249,15 @@ class RandomRotation(RandomPurification):
     """Rotation by a random angle ~ U[-max_degrees, max_degrees] about the centre
     (bilinear, reflected borders).
 
-    The extra defense from the IQA purification studies of Gushchin et al.
-    (arXiv 2404.06957, and the "Guardians of Image Quality" benchmark, ICML 2025):
-    geometric transforms such as rotation and flips stood out there because they move
-    the perturbation off the pixel grid it was optimised on while leaving the image's
-    quality, and so a no-reference metric's clean score, nearly unchanged (no blur,
-    noise or compression added). A flip is deterministic and linear, so an adaptive
-    attack undoes it exactly; a random rotation must be attacked through EOT."""
+    The extra defense, from the IQA purification study of Gushchin et al. (arXiv
+    2404.06957) whose purification set the "Guardians of Image Quality" benchmark (same
+    group, ICML 2025) builds on: there, simple geometric transforms (rotation, flips)
+    were surprisingly effective against attacks on NR-IQA metrics. They move the
+    perturbation off the pixel grid it was optimised on while adding no blur, noise or
+    compression, so the image's quality, and a no-reference metric's clean score, should
+    move little. A flip is deterministic and linear, so an adaptive attack undoes it
+    exactly; a random rotation has to be attacked through EOT.
+    """
 
     def __init__(self, max_degrees: float = 10.0, seed: int | None = None) -> None:
         super().__init__(seed)
