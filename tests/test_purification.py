@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from certiqa.defenses import (
@@ -56,10 +58,19 @@ def _images(dtype: torch.dtype = torch.float32) -> torch.Tensor:
 @pytest.mark.parametrize("cls", ALL)
 def test_keeps_shape_dtype_device_and_range(cls, dtype, device):
     x = _images(dtype).to(device)
-    y = cls()(x)
+    y = (cls(seed=1) if cls.random else cls())(x)
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
     assert float(y.min()) >= 0 and float(y.max()) <= 1
     assert not torch.equal(y, x)  # every default setting changes this image
+
+
+@settings(max_examples=12, deadline=None)
+@given(height=st.integers(8, 48), width=st.integers(8, 48), batch=st.integers(1, 2), seed=st.integers(0, 2**31))
+@pytest.mark.parametrize("cls", ALL)
+def test_any_size_stays_in_shape_and_range(cls, height, width, batch, seed):
+    x = torch.rand((batch, 3, height, width), generator=torch.Generator().manual_seed(seed))
+    y = cls(seed=seed)(x) if cls.random else cls()(x)
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1 and torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("cls", ALL)
