@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from certiqa import nt  # noqa: E402
+from certiqa.defenses import nt  # noqa: E402
 from certiqa.io import find_images, load_image  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, resolve_device  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""White-box adversarial attacks on IQA models (regression), in the spirit of torchattacks.
+"""Adversarial attacks on IQA models (regression), in the spirit of torchattacks: white-box
+gradient attacks and one query-based black-box attack (:class:`SquareAttack`).
 
 Usage::
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from scipy.special import betainc
 from torch import nn
 
-from ._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
+from ._checks import check_images, check_int, check_nonnegative, check_open_unit, check_positive, check_scores
 from .smoothing import SmoothedIQA, _device_of, _eval_mode
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "sobel_activity",
     "DIRECTIONS",
     "make_attack",
+    "SquareAttack",
 ]
 
 DIRECTIONS = ("up", "down", "better", "worse", "away")
@@ -501,3 +503,106 @@ def make_attack(name: str, model: nn.Module | ScoreModel, eps: float, **kwargs: 
     """Build an attack by class name (``"FGSM"``, ``"IFGSM"``, ``"MIFGSM"``, ``"PGD"``, ``"PGDL2"``, ``"Korhonen"``)."""
     return _check_attack_name(name)(model, eps, **kwargs)
 
+
+class SquareAttack(Attack):
+    """Square attack (Andriushchenko et al., ECCV 2020) in l-inf, for regression: a
+    query-based random search that reads scores only, never gradients, so masked or
+    obfuscated gradients do not stop it.
+
+    It starts from vertical stripes of +-eps (kept when they beat the clean image);
+    each further query sets one random square window of the perturbation to a random
+    vertex (+-eps per channel, the same for the whole window) and keeps the change
+    when the signed score improves. The window covers a fraction p of the pixels,
+    ``p_init`` halved at 0.1, 0.5, 2, 5, 10, 20, 40, 60 and 80 % of the budget (the
+    published schedule).
+
+    Args:
+        model, eps, direction, lower_better, score_range, seed: as for :class:`Attack`
+            (``eps`` is an l-inf budget; ``seed`` seeds the search).
+        queries: model evaluations per image, all counted: the clean score, the
+            stripes and ``queries - 2`` windows (>= 2).
+        p_init: initial fraction of the pixels in a window, in (0, 1).
+
+    After a call, ``queries_used`` (B,) counts the model evaluations of each image
+    (never more than ``queries``) and ``objective`` (B,) is the best signed score
+    reached (``sign * f(x_adv)``, sign +1 to raise the score, -1 to lower it); the
+    returned images never score worse than the clean ones on that objective when the
+    model is deterministic.
+    """
+
+    def __init__(self, model: nn.Module | ScoreModel, eps: float, *, queries: int = 1000, p_init: float = 0.05,
+                 **kwargs: Any) -> None:
+        given = sorted(set(kwargs) & {"alpha", "steps", "random_start"})
+        if given:
+            raise ValueError(f"SquareAttack takes queries= and p_init=, not {given}: it follows no gradient.")
+        self.queries = check_int("queries", queries, minimum=2)
+        super().__init__(model, eps, **kwargs)
+        self.steps = self.queries - 2  # window proposals
+        self.p_init = check_open_unit("p_init", p_init)
+        self.queries_used: torch.Tensor | None = None
+        self.objective: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (f"SquareAttack(eps={self.eps:.4g}, queries={self.queries}, p_init={self.p_init:g}, "
+                f"direction={self.direction!r})")
+
+    def window_side(self, proposal: int, height: int, width: int) -> int:
+        """Side of the square window at proposal ``proposal`` (0-based) for an H x W image."""
+        progress = proposal / max(self.steps, 1)
+        halvings = sum(progress >= t for t in (0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8))
+        p = self.p_init / 2**halvings
+        return int(min(max(round(math.sqrt(p * height * width)), 1), height, width))
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.queries_used is not None
+        self.queries_used += 1
+        return self.scores(x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Adversarial images, same shape, dtype and device as ``x``, within eps in l-inf and in [0, 1]."""
+        check_images(x)
+        device = _device_of(self.model, x.device)
+        x0 = x.detach().to(device)
+        batch, channels, height, width = x0.shape
+        self.queries_used = torch.zeros(batch, dtype=torch.long)
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+
+        def vertex(shape: tuple[int, ...]) -> torch.Tensor:
+            signs = torch.randint(0, 2, shape, generator=generator) * 2 - 1
+            return (self.eps * signs).to(device=device, dtype=x0.dtype)
+
+        with torch.no_grad(), _eval_mode(self.model):
+            clean = self._query(x0)
+            sign = self.signs(clean).to(x0.dtype)
+            best = sign * clean
+            self.objective = best.clone()
+            if self.eps == 0:
+                return x.detach().clone()
+            delta = torch.zeros_like(x0)
+            stripes = (x0 + vertex((batch, channels, 1, width))).clamp(0, 1) - x0
+            for proposal in range(-1, self.steps):
+                if proposal == -1:
+                    candidate = stripes
+                else:
+                    side = self.window_side(proposal, height, width)
+                    rows = torch.randint(0, height - side + 1, (batch,), generator=generator).tolist()
+                    cols = torch.randint(0, width - side + 1, (batch,), generator=generator).tolist()
+                    values = vertex((batch, channels, 1, 1))
+                    candidate = delta.clone()
+                    for b, (r, c) in enumerate(zip(rows, cols)):
+                        window = (slice(r, r + side), slice(c, c + side))
+                        base = x0[b][(slice(None), *window)]
+                        new = (base + values[b]).clamp(0, 1) - base
+                        if torch.equal(new, delta[b][(slice(None), *window)]):
+                            new = (base - values[b]).clamp(0, 1) - base  # the other vertex: never a wasted query
+                        candidate[b][(slice(None), *window)] = new
+                objective = sign * self._query(x0 + candidate)
+                better = objective > best
+                delta = torch.where(better.view(-1, 1, 1, 1), candidate, delta)
+                best = torch.where(better, objective, best)
+            self.objective = best
+        return (x0 + delta).detach().to(x.device)

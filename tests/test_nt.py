@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from certiqa import nt
+from certiqa.defenses import nt
 
 
 class Smooth(nn.Module):

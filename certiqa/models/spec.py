@@ -269,7 +269,7 @@ def _read_state(spec: str, path: Path) -> Any:
             "with a factory spec, or save a TorchScript archive (torch.jit.save) or exported program "
             "(torch.export.save)."
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
+    except Exception as err:  # torch.load of a foreign file raises many kinds (a text file: KeyError, IndexError)
         raise ModelSpecError(
             spec, f"{str(path)!r} could not be read by torch.load ({type(err).__name__}: {_first_line(err)}); "
             "expected a file written by torch.save(model.state_dict())."

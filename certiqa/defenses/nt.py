@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
-from .smoothing import _device_of, _eval_mode
+from .._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
+from ..smoothing import _device_of, _eval_mode
 
 __all__ = [
     "NT_H",
