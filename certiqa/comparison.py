@@ -30,9 +30,10 @@ re-estimated with ``n_check`` (> n) fresh samples, and a certificate is *violate
 when either estimate falls outside the interval certified at the clean image. With
 probability >= 1 - alpha per certificate this cannot happen for the population
 median, so violations must be rare (about alpha * certificates, up to the
-estimation error of the n_check median). The *tightness* rows divide the larger of the
-two attacked median shifts by the certified half-width (:func:`tightness_ratios`): 1
-would mean the attack reached the edge of the certificate.
+estimation error of the n_check median). The *tightness* rows give, per image, the
+larger of the two sides' tightness ratios (:class:`certiqa.tightness.TightnessResult`):
+the attacked median's progress towards a bound over that side's certified half-width;
+1 would mean the attack reached the edge of the certificate.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from .attacks import ExpectedScore, SmoothedPGDL2, SquareAttack, make_attack
 from .defenses.purification import ExpectedPurifiedScore, Purified
 from .evaluation import read_manifest
 from .io import IMAGE_EXTENSIONS, read_image
+from .tightness import TightnessResult
 from .smoothing import SmoothedIQA, certify_samples
 
 __all__ = [
@@ -65,7 +67,6 @@ __all__ = [
     "ComparisonImage",
     "load_comparison_images",
     "run_comparison",
-    "tightness_ratios",
     "summarize",
     "format_markdown",
     "format_summary",
@@ -108,7 +109,9 @@ class ComparisonConfig:
     (each query there costs ``n_eval`` samples); ``transfer_attacks``: the attacks whose
     adversarial images, made against the first column, are scored on every other
     column; ``fidelity_draws``: draws of a random purification or of the smoothing
-    noise for PSNR / SSIM."""
+    noise for PSNR / SSIM; ``strong_smoothed_attack``: the soundness and tightness rows
+    attack with :meth:`certiqa.attacks.SmoothedPGDL2.strong` instead of its cheap
+    default."""
 
     sigma: float = 0.12
     n: int = 100
@@ -127,6 +130,7 @@ class ComparisonConfig:
     square_smoothed: bool = False
     fidelity_draws: int = 4
     batch_size: int = 50
+    strong_smoothed_attack: bool = False
     seed: int = 0
 
     @classmethod
@@ -135,7 +139,7 @@ class ComparisonConfig:
         return cls(
             n=10_000, n_eval=1000, n_check=50_000, check_images=None, alpha=0.001, attacks=tuple(ATTACK_NORMS),
             steps=20, eot_samples=16, queries=1000, square_budgets=(2 / 255, 4 / 255, 8 / 255), square_smoothed=True,
-            fidelity_draws=16, batch_size=500,
+            fidelity_draws=16, batch_size=500, strong_smoothed_attack=True,
         )
 
     def check(self) -> None:
@@ -239,20 +243,6 @@ def _with_n(smoothed: SmoothedIQA, n: int, seed: int) -> SmoothedIQA:
 
 def _quality(scores: torch.Tensor, lower_better: bool) -> torch.Tensor:
     return -scores if lower_better else scores
-
-
-def tightness_ratios(
-    clean_median: torch.Tensor, attacked_medians: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
-) -> torch.Tensor:
-    """Per image, the largest attacked shift of the smoothed median over the certified half-width:
-    ``max_j |attacked_medians[i, j] - clean_median[i]| / ((upper[i] - lower[i]) / 2)``.
-
-    ``clean_median`` (B,), ``attacked_medians`` (B, J) (one column per attack, e.g. up and
-    down), ``lower`` / ``upper`` (B,) finite. A sound certificate keeps the attacked median
-    in [lower, upper]; the ratio says how much of that room the attack used (0: none;
-    the certified interval is not centred on the median, so values up to 2 are possible)."""
-    shift = (attacked_medians - clean_median[:, None]).abs().amax(dim=1)
-    return shift / ((upper - lower) / 2)
 
 
 def run_comparison(
@@ -467,9 +457,10 @@ def _fidelity_rows(
 
 
 def _adaptive_smoothed_attack(smoothed: SmoothedIQA, eps: float, direction: str, config: ComparisonConfig) -> Callable:
-    """The adaptive l2 attack on a smoothed model used by the soundness and tightness rows."""
-    return SmoothedPGDL2(smoothed, eps, steps=config.steps, samples=config.eot_samples, direction=direction,
-                         seed=config.seed)
+    """The adaptive l2 attack on a smoothed model used by the soundness and tightness rows: the
+    median attack (:class:`~certiqa.attacks.SmoothedPGDL2`), its strong setting with ``--full``."""
+    make = SmoothedPGDL2.strong if config.strong_smoothed_attack else SmoothedPGDL2
+    return make(smoothed, eps, direction=direction, seed=config.seed)
 
 
 def _certify_rows(
@@ -486,7 +477,6 @@ def _certify_rows(
     checker = _with_n(defense.smoothed, config.n_check, config.seed + 2)
     samples = torch.stack([smoothed.sample(im.image[None])[0] for im in images])
     checked = images[: config.check_images]
-    checked_clean: torch.Tensor | None = None
     bar = tqdm(total=len(config.l2_budgets) * len(checked), desc=f"soundness of {defense.name}", disable=not progress)
     for eps in config.l2_budgets:
         cert = certify_samples(samples, eps, smoothed.sigma, config.alpha)
@@ -499,8 +489,6 @@ def _certify_rows(
                        family="tightness", budget=label)
             bar.update(len(checked))
             continue
-        if checked_clean is None:
-            checked_clean = torch.cat([checker.predict(im.image[None]).cpu() for im in checked])
         violations = 0
         ratios = []
         for i, im in enumerate(checked):
@@ -512,8 +500,9 @@ def _certify_rows(
                 for direction in ("up", "down")
             ])
             violations += int(not bool(((cert.lower[i] <= moved) & (moved <= cert.upper[i])).all()))
-            ratios.append(tightness_ratios(checked_clean[i : i + 1], moved[None], cert.lower[i : i + 1],
-                                           cert.upper[i : i + 1]))
+            sides = TightnessResult(float(cert.median[i]), float(cert.lower[i]), float(cert.upper[i]),
+                                    float(moved[0]), float(moved[1]))
+            ratios.append(sides.ratio)
             bar.update(1)
         certified = int(cert.certified.sum())
         mean_width = float(cert.width[cert.certified].mean())
@@ -525,7 +514,7 @@ def _certify_rows(
             result.add(f"tightness {label}: attacked median shift / certified half-width", defense.name, "n/a",
                        family="tightness", budget=label)
             continue
-        ratio = torch.cat(ratios)
+        ratio = torch.tensor(ratios)
         # exact (Clopper-Pearson) 95% upper bound on the violation rate, to read against alpha
         _, rate_hi = proportion_confint(violations, len(ratios), alpha=0.05, method="beta")
         result.add(

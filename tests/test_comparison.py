@@ -23,7 +23,6 @@ from certiqa.comparison import (
     plot_comparison,
     run_comparison,
     summarize,
-    tightness_ratios,
 )
 from certiqa.defenses import BitDepth, Purified, RandomRotation
 from certiqa.models import CNNIQA
@@ -145,14 +144,6 @@ def test_cpu_shortcuts_skip_square_on_smoothed_and_check_a_prefix():
     assert result.value("soundness l2 0.02: violations/certificates", "smoothing").split()[0].endswith("/2")
     assert result.value("tightness l2 0.02: attacked median shift / certified half-width", "smoothing").endswith(
         "; 2 img)")
-
-
-def test_tightness_ratio_closed_form():
-    clean = torch.tensor([10.0, 0.0])
-    attacked = torch.tensor([[11.0, 7.0], [0.5, -0.25]])
-    lower, upper = torch.tensor([6.0, -1.0]), torch.tensor([14.0, 1.0])
-    # image 0: largest shift 3 over half-width 4; image 1: 0.5 over 1
-    assert torch.allclose(tightness_ratios(clean, attacked, lower, upper), torch.tensor([0.75, 0.5]))
 
 
 def test_summary_ranks_and_pareto():
