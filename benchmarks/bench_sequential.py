@@ -1,6 +1,6 @@
 """Sequential against fixed-n certification on the real images of ../shared/data; prints figures.
 
-    python benchmarks/bench_sequential.py [--model cnniqa-live|default] [--images K] [--resize S]
+    python benchmarks/bench_sequential.py [--model SPEC] [--denoiser FILE|pretrained] [--images K] [--resize S]
         [--threads T] [--n-max 1000] [--n0 64] [--sigma 0.12] [--eps 0.05] [--alpha 0.001]
         [--delta D] [--cache DIR] [--out CSV]
 
@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from certiqa import SmoothedIQA, bounds  # noqa: E402
 from certiqa.evaluation import read_manifest  # noqa: E402
 from certiqa.io import read_image  # noqa: E402
-from certiqa.models import CNNIQA, default_model  # noqa: E402
+from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, model_spec  # noqa: E402
 
 
 class Recorder(torch.nn.Module):
@@ -69,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = REPO.parent / "shared" / "data"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(data), help="shared data folder with manifest.csv (default: %(default)s)")
-    p.add_argument("--model", choices=("cnniqa-live", "default"), default="cnniqa-live",
-                   help="CNNIQA-LIVE weights from --data, or the embedded default model with its shipped denoiser")
+    add_model_arguments(p, default=None, default_help="cnniqa:DATA/models/cnniqa-live.pt")
     p.add_argument("--images", type=int, default=None, help="only the first K images of the manifest")
     p.add_argument("--resize", type=int, default=None, help="shorter side of every image (default: full size)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -93,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setting_name(args: argparse.Namespace) -> str:
     size = "full" if args.resize is None else f"r{args.resize}"
-    return f"{args.model}_{size}_s{args.sigma:g}_n{args.n_max}_b{args.batch_size}_seed{args.seed}"
+    model = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(model_spec(args)).name)
+    denoiser = "" if args.denoiser is None else "+" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.denoiser).name)
+    return f"{model}{denoiser}_{size}_s{args.sigma:g}_n{args.n_max}_b{args.batch_size}_seed{args.seed}"
 
 
 def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], args: argparse.Namespace,
@@ -156,17 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     files = [row.file for row in read_manifest(data, scored_only=False) if row.file.startswith("images/")]
     files = files[: args.images] if args.images is not None else files
-    if args.model == "cnniqa-live":
-        model, denoiser = CNNIQA.from_file(data / "models" / "cnniqa-live.pt"), None
-    else:
-        from certiqa.denoisers import pretrained
-
-        model, denoiser = default_model(), pretrained(args.sigma)
+    if args.model is None and args.weights is None:
+        args.model = f"cnniqa:{data / 'models' / 'cnniqa-live.pt'}"
+    model, denoiser = load_model_from_args(args), load_denoiser_from_args(args)
     recorder = Recorder(model)
     smoothed = SmoothedIQA(recorder, args.sigma, n=args.n_max, alpha=args.alpha, batch_size=args.batch_size,
                            denoiser=denoiser, seed=args.seed)
     cache = Path(args.cache) if args.cache else REPO / "runs" / "bench_sequential" / setting_name(args)
-    print(f"setting: {args.model}, {len(files)} images, "
+    print(f"setting: {model_spec(args)}{'' if args.denoiser is None else ' + denoiser ' + args.denoiser}, "
+          f"{len(files)} images, "
           f"{'full size' if args.resize is None else f'shorter side {args.resize}'}, sigma {args.sigma}, "
           f"eps {args.eps}, alpha {args.alpha}, n0 {args.n0}, n_max {args.n_max}, batch {args.batch_size}, "
           f"seed {args.seed}, {torch.get_num_threads()} thread(s); cache {cache}")

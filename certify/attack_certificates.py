@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from tqdm.auto import tqdm  # noqa: E402
 
-from certiqa.cli import add_model_arguments, load_denoiser_from_args, load_model_from_args, resolve_device  # noqa: E402
+from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, resolve_device  # noqa: E402
 from certiqa.io import find_images, read_image  # noqa: E402
 from certiqa.smoothing import SmoothedIQA  # noqa: E402
 from certiqa.tightness import probe_certificate  # noqa: E402
