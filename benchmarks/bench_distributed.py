@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from certiqa.distributed import join  # noqa: E402
 from certiqa.io import load_image  # noqa: E402
-from certiqa.models import default_model  # noqa: E402
+from certiqa.options import add_model_arguments, describe_model, load_model_from_args, model_spec  # noqa: E402
 from certiqa.runner import certify_paths  # noqa: E402
 from certiqa.smoothing import SmoothedIQA  # noqa: E402
 
@@ -50,13 +50,14 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     group, device = join(torch.device("cpu"))
     with group:
-        smoothed = SmoothedIQA(default_model().to(device), 0.12, n=args.n, seed=0)
+        model = load_model_from_args(args)
+        smoothed = SmoothedIQA(model.to(device), 0.12, n=args.n, seed=0)
         paths = sorted(str(p) for p in Path(args.folder).glob("*.png"))
         smoothed.sample(load_image(paths[0]).unsqueeze(0), n=32)  # warm-up: first calls set up the kernels
         group.gather(None)  # every rank has loaded the model and warmed up: start together
         start = time.perf_counter()
-        run = certify_paths(smoothed, paths, 0.05, out=args.out, provenance={"model": "default"}, group=group,
-                            progress=False)
+        run = certify_paths(smoothed, paths, 0.05, out=args.out, provenance=describe_model(model), group=group,
+                            min_size=model.min_size, progress=False)
         seconds = time.perf_counter() - start
         if group.is_main:
             assert not run.errors, run.errors
@@ -73,7 +74,7 @@ def run_configuration(args: argparse.Namespace, processes: int, folder: Path, wo
     threads = args.threads // processes
     out, timing = work / f"rows-{processes}.jsonl", work / f"timing-{processes}.json"
     worker_args = ["--worker", "--folder", str(folder), "-n", str(args.n), "--threads", str(threads),
-                   "--out", str(out), "--timing", str(timing)]
+                   "--out", str(out), "--timing", str(timing), "--model", model_spec(args)]
     script = str(Path(__file__).resolve())
     if processes == 1:
         command = [sys.executable, script, *worker_args]
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of the one process, shared by the K")
     parser.add_argument("--processes", type=int, default=2, help="K")
     parser.add_argument("--rounds", type=int, default=3)
+    add_model_arguments(parser, denoiser=False)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -120,7 +122,7 @@ def main() -> None:
                 results[processes].append(run_configuration(args, processes, folder, work))
     one, many = results[1], results[args.processes]
     identical = all(a["rows"] == b["rows"] for a, b in zip(one, many))
-    print(f"Setting: {args.images} images {args.size[0]}x{args.size[1]}, n={args.n}, default model, batch 32, "
+    print(f"Setting: {args.images} images {args.size[0]}x{args.size[1]}, n={args.n}, model {model_spec(args)}, batch 32, "
           f"{args.rounds} round(s), torch {torch.__version__}, {os.cpu_count()} CPU(s) visible")
     print("| configuration | certify seconds | images/s | end to end seconds |")
     print("| --- | --- | --- | --- |")
