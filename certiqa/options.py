@@ -12,7 +12,6 @@ Every function that fails exits with ``PROG: error: REASON`` (one line).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -129,14 +128,6 @@ def require_metadata(args: argparse.Namespace, model: LoadedModel, *names: str) 
                           f"command needs; pass {' and '.join(_FLAGS[m] for m in missing)}.")
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, Any]:
     """Provenance of a model, for result files: ``{"model": spec, "model_sha256": ...,
     "lower_better": ..., "score_range": [lo, hi] or None}``.
@@ -153,7 +144,7 @@ def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, 
     file: Path | None = model.file
     return {
         "model": model.spec,
-        "model_sha256": _sha256(file) if file is not None else None,
+        "model_sha256": file_sha256(file) if file is not None else None,
         "lower_better": model.lower_better,
         "score_range": list(model.score_range) if model.score_range is not None else None,
     }

@@ -21,19 +21,4 @@ from .purification import (
     default_purifications,
 )
 
-__all__ = [
-    "nt",
-    "Purification",
-    "RandomPurification",
-    "JPEG",
-    "GaussianBlur",
-    "MedianFilter",
-    "ResizeDownUp",
-    "BitDepth",
-    "RandomResizePad",
-    "RandomRotation",
-    "bpda",
-    "Purified",
-    "ExpectedPurifiedScore",
-    "default_purifications",
-]
+__all__ = ["nt", *purification.__all__]
