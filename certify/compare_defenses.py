@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the columns a stopped run of the same setting saved in OUT/columns")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
@@ -110,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
     images = load_comparison_images(args.data, args.images, args.resize)
     images = [dataclasses.replace(im, image=im.image.to(device)) for im in images]
-    result = run_comparison(defenses, images, config, score_range=base.score_range,
-                           lower_better=base.lower_better, progress=not args.quiet)
+    try:
+        result = run_comparison(defenses, images, config, score_range=base.score_range,
+                                lower_better=base.lower_better, progress=not args.quiet,
+                                checkpoint=args.out / "columns", resume=args.resume)
+    except ValueError as err:
+        p.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     setting = (f"{len(images)} images (shorter side {args.resize}), sigma={config.sigma}, n={config.n}, "
                f"n_eval={config.n_eval}, n_check={config.n_check}, alpha={config.alpha}, "

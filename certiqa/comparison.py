@@ -39,7 +39,10 @@ the attacked median's progress towards a bound over that side's certified half-w
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +256,8 @@ def run_comparison(
     score_range: tuple[float, float],
     lower_better: bool,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> ComparisonResult:
     """Run every attack, budget and (for smoothed defenses) certificate on every image.
 
@@ -260,6 +265,13 @@ def run_comparison(
     transferred adversarial images. Each image is processed on its own (sizes differ).
     Attacks push each score towards the farther end of ``score_range`` (the direction of
     the robustness score R).
+
+    With ``checkpoint`` (a folder), each finished column is saved there (its rows,
+    seconds and clean scores; for the first column also the adversarial images it
+    transfers), atomically. With ``resume``, columns already saved there under the same
+    setting (config, defenses, images, score range and direction) are loaded instead of
+    recomputed, so a stopped run continues at the column it was in; a folder made with
+    another setting is refused. Without ``resume`` an existing checkpoint is replaced.
     """
     config.check()
     if not defenses or not images:
@@ -269,7 +281,18 @@ def run_comparison(
     human_idx = [i for i, im in enumerate(images) if im.human is not None]
     base_clean: torch.Tensor | None = None
     transferred: dict[tuple[str, float], list[torch.Tensor]] = {}
+    store = _ColumnStore(checkpoint, config, defenses, images, score_range, lower_better, resume) if checkpoint else None
     for column, defense in enumerate(defenses):
+        saved = store.load(column) if store is not None else None
+        if saved is not None:
+            result.rows.extend(saved["rows"])
+            result.seconds[defense.name] = saved["seconds"]
+            base_clean = saved["clean"] if base_clean is None else base_clean
+            if column == 0:
+                device = images[0].image.device
+                transferred = {(a, float(e)): [x.to(device) for x in xs] for a, e, xs in saved["transferred"]}
+            continue
+        first_row = len(result.rows)
         budgets = _attack_budgets(defense, config)
         start = time.perf_counter()
         score = _scorer(defense, config)
@@ -301,7 +324,52 @@ def run_comparison(
         if defense.smoothed is not None:
             _certify_rows(result, defense, images, config, progress)
         result.seconds[defense.name] = time.perf_counter() - start
+        if store is not None:
+            store.save(column, result.rows[first_row:], result.seconds[defense.name], clean,
+                       [(a, e, xs) for (a, e), xs in transferred.items()] if column == 0 else [])
     return result
+
+
+class _ColumnStore:
+    """One file per finished column under ``folder``, and the setting they belong to."""
+
+    def __init__(self, folder: str | Path, config: ComparisonConfig, defenses: Sequence[Defense],
+                 images: Sequence[ComparisonImage], score_range: tuple[float, float], lower_better: bool,
+                 resume: bool) -> None:
+        self.folder = Path(folder)
+        setting = {"config": dataclasses.asdict(config), "defenses": [d.name for d in defenses],
+                   "images": [[im.name, list(im.image.shape)] for im in images],
+                   "score_range": list(score_range), "lower_better": bool(lower_better)}
+        self.setting = json.loads(json.dumps(setting))  # tuples -> lists, as read back
+        marker = self.folder / "setting.json"
+        if resume and marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved != self.setting:
+                differ = sorted(k for k in self.setting if saved.get(k) != self.setting[k])
+                raise ValueError(f"{self.folder} holds columns of another setting ({', '.join(differ)} differ); "
+                                 "run without --resume to start again, or choose another --out.")
+        else:
+            if self.folder.is_dir():
+                for old in self.folder.glob("column-*.pt"):
+                    old.unlink()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(self.setting, indent=1))
+
+    def _path(self, column: int) -> Path:
+        return self.folder / f"column-{column:02d}.pt"
+
+    def load(self, column: int) -> dict[str, Any] | None:
+        path = self._path(column)
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+    def save(self, column: int, rows: list[dict[str, Any]], seconds: float, clean: torch.Tensor,
+             transferred: list[tuple[str, float, list[torch.Tensor]]]) -> None:
+        plain = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in rows]
+        record = {"rows": plain, "seconds": float(seconds), "clean": clean.detach().cpu(),
+                  "transferred": [(a, float(e), [x.detach().cpu() for x in xs]) for a, e, xs in transferred]}
+        tmp = self._path(column).with_suffix(".tmp")
+        torch.save(record, tmp)
+        os.replace(tmp, self._path(column))
 
 
 def _attack_budgets(defense: Defense, config: ComparisonConfig) -> list[tuple[str, float]]:

@@ -230,3 +230,43 @@ def test_compare_defenses_script_runs_every_column(shared_data, tmp_path):
     assert header.count("|") == 13 and "| smoothing + denoiser |" in header and "| JPEG q75 |" in header
     assert "| Square (3 queries) linf 8/255: mean abs change |" in table and "| defense | worst-attack" in table
     assert (tmp_path / "results.csv").is_file()
+
+
+def test_checkpointed_run_resumes_where_it_stopped(tmp_path):
+    """A run whose third column raises keeps the two finished columns; resuming loads them
+    (their models are not called again) and gives the rows of an uninterrupted run."""
+    torch.manual_seed(0)
+    base = CNNIQA(kernels=4, hidden=16).eval()
+    config = dataclasses.replace(TINY, attacks=("FGSM",), l2_budgets=(0.02,), queries=6)
+    calls = {"bits": 0}
+
+    class Counting(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls["bits"] += 1
+            return self.model(x)
+
+    class Failing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("stopped")
+
+    def defenses(third: nn.Module) -> list[Defense]:
+        return [Defense("base", model=base), Defense("bits", model=Counting(Purified(base, BitDepth(3)))),
+                Defense("smoothing", smoothed=SmoothedIQA(third, config.sigma))]
+
+    kwargs = dict(score_range=(-10.0, 10.0), lower_better=True, progress=False)
+    whole = run_comparison(defenses(base), _images(), config, **kwargs)
+    folder = tmp_path / "columns"
+    with pytest.raises(RuntimeError, match="stopped"):
+        run_comparison(defenses(Failing()), _images(), config, checkpoint=folder, **kwargs)
+    assert sorted(p.name for p in folder.glob("column-*.pt")) == ["column-00.pt", "column-01.pt"]
+    calls["bits"] = 0
+    resumed = run_comparison(defenses(base), _images(), config, checkpoint=folder, resume=True, **kwargs)
+    assert calls["bits"] == 0
+    assert resumed.rows == whole.rows
+    with pytest.raises(ValueError, match="another setting .*config"):
+        run_comparison(defenses(base), _images(), dataclasses.replace(config, steps=3), checkpoint=folder,
+                       resume=True, **kwargs)
