@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", nargs="*", default=[], help="keep only files whose relative path contains one of these")
     p.add_argument("--val-data", default=None, help="validation images (folder or manifest CSV); default: none")
     p.add_argument("--val-include", nargs="*", default=[], help="filter for --val-data, as --include")
-    p.add_argument("--val-resize", type=int, default=96, help="shorter side of validation images (default %(default)s)")
+    p.add_argument("--val-resize", type=int, default=96,
+                   help="shorter side of validation images (default %(default)s; 0: full size)")
     p.add_argument("--resize", type=int, default=None, help="resize training images to this shorter side first")
     p.add_argument("--sigma", type=float, nargs="+", required=True, help="noise level, or MIN MAX for a range")
     p.add_argument("--steps", type=int, default=300)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         model = build_base_model(args.model)
         images = load_images(args.data, resize=args.resize, include=args.include)
-        val = load_images(args.val_data, resize=args.val_resize, include=args.val_include) if args.val_data else []
+        val = load_images(args.val_data, resize=args.val_resize or None, include=args.val_include) if args.val_data else []
         result = train_denoiser(model, images, config, args.out, val_images=val, resume=args.resume, device=device,
                                 progress=not args.quiet, meta={"base_model": args.model})
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from certiqa import SmoothedIQA
-from certiqa.denoisers import DnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
-from certiqa.denoisers.evaluation import smoothed_records, summarise
+from certiqa.denoisers import DnCNN, SubpixelDnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
+from certiqa.denoisers.evaluation import fingerprint, smoothed_records, summarise
 from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
@@ -41,7 +41,10 @@ TINY = {"depth": 3, "features": 8, "batch_norm": False}
 # ---------------------------------------------------------------- architectures
 
 
-@pytest.mark.parametrize("net", [DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2)])
+@pytest.mark.parametrize("net", [
+    DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2),
+    SubpixelDnCNN(scale=2, depth=3, features=8), SubpixelDnCNN(scale=3, depth=4, features=6, separable=True),
+])
 @pytest.mark.parametrize("shape", [(2, 3, 17, 23), (1, 1, 32, 40)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shapes_dtypes_and_identity_at_init(net, shape, dtype):
@@ -87,10 +90,40 @@ def test_unet_rejects_bad_config():
         UNet(levels=0)
 
 
+@pytest.mark.parametrize("bad", [{"scale": 0}, {"depth": 1}, {"features": 2.5}, {"channels": True}])
+def test_subpixel_dncnn_rejects_bad_config(bad):
+    with pytest.raises(ValueError, match="SubpixelDnCNN " + next(iter(bad))):
+        SubpixelDnCNN(**bad)
+
+
+def test_subpixel_dncnn_macs_by_hand_and_by_flop_counter():
+    """3 -> 12 channels at 5x5 positions (10x9 padded to 10x10); convs 12->4, 4->4, 4->12 of 3x3:
+    (432 + 144 + 432) * 25 MACs. The separable layer is 4 * 9 (depthwise) + 4 * 4 (pointwise)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert SubpixelDnCNN(scale=2, depth=3, features=4).macs(10, 9) == (432 + 144 + 432) * 25
+    assert SubpixelDnCNN(scale=2, depth=3, features=4, separable=True).macs(10, 9) == (432 + 36 + 16 + 432) * 25
+    for net in (SubpixelDnCNN(scale=2, depth=5, features=24), SubpixelDnCNN(scale=4, depth=4, features=16, separable=True)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.rand(1, 3, 61, 75))
+        assert counter.get_total_flops() == 2 * net.macs(61, 75)
+
+
+def test_subpixel_dncnn_scale_one_is_a_dncnn_without_batch_norm():
+    torch.manual_seed(0)
+    sub, plain = SubpixelDnCNN(scale=1, depth=4, features=6), DnCNN(depth=4, features=6, batch_norm=False)
+    for p in sub.parameters():
+        p.data.normal_(0, 0.2)
+    plain.load_state_dict(sub.state_dict())
+    x = torch.rand(2, 3, 13, 11)
+    torch.testing.assert_close(sub(x), plain(x))
+
+
 # ---------------------------------------------------------------- files
 
 
-@pytest.mark.parametrize("net", [DnCNN(depth=3, features=8), UNet(features=4, levels=1)])
+@pytest.mark.parametrize("net", [DnCNN(depth=3, features=8), UNet(features=4, levels=1),
+                                 SubpixelDnCNN(scale=2, depth=3, features=8, separable=True)])
 def test_checkpoint_round_trip(tmp_path, net):
     torch.manual_seed(1)
     for p in net.parameters():
@@ -102,7 +135,7 @@ def test_checkpoint_round_trip(tmp_path, net):
     assert type(loaded) is type(net) and not loaded.training
     assert torch.equal(loaded(x), net(x))
     assert loaded.meta == {"sigma": 0.12, "base_model": "cnniqa"}
-    assert read_denoiser_meta(path)["arch"] == ("dncnn" if isinstance(net, DnCNN) else "unet")
+    assert read_denoiser_meta(path)["arch"] == {DnCNN: "dncnn", UNet: "unet", SubpixelDnCNN: "subpixel_dncnn"}[type(net)]
     torch.load(path, weights_only=True)  # plain tensors and Python values only
 
 
@@ -338,6 +371,53 @@ def test_ladder_srocc_and_summary():
     assert s["width_0.1"] == 1.0 and s["certified_0.1"] == pytest.approx(5 / 6)
 
 
+def test_summary_human_shift_and_undefined_correlations():
+    rows = [{"name": n, "score": None, "clean": c, "median": m, "width_0.1": 2.0}
+            for n, c, m in (("a", 1.0, 2.0), ("b", 2.0, 1.5), ("c", 3.0, 4.0), ("d", 4.0, 3.0))]
+    s = summarise(rows, [0.1], lower_better=True, human={"a": 0.9, "b": 0.8, "c": 0.1})
+    assert s["shift"] == pytest.approx((1.0 + 0.5 + 1.0 + 1.0) / 4)
+    assert s["srocc"] == pytest.approx(0.6)  # ranks (2, 1, 4, 3) against (1, 2, 3, 4): 1 - 6 * 4 / 60
+    assert s["human_images"] == 3 and s["srocc_human"] == pytest.approx(0.5)  # -median (-2, -1.5, -4) vs (.9, .8, .1)
+    assert "ladder_srocc" not in s
+    two = summarise(rows[:2], [0.1], lower_better=False, human={"a": 1.0})
+    assert math.isnan(two["srocc"]) and math.isnan(two["plcc"]) and math.isnan(two["srocc_human"])
+    assert two["width_0.1"] == 2.0 and two["certified_0.1"] == 1.0
+
+
+def test_smoothed_records_cache_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    f = CNNIQA(4, 8).eval()
+    ims = [TrainImage(torch.rand(3, 40, 40), None, f"dir/im{i}.png") for i in range(3)]
+    first = smoothed_records(f, ims[:2], 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled although the cache holds the image")
+
+    monkeypatch.setattr(SmoothedIQA, "sample", no_sampling)
+    assert smoothed_records(f, ims[:2], 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False) == first
+    monkeypatch.undo()
+    again = smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+    fresh = smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, progress=False)
+    assert again == fresh and again[:2] == first  # two images read back, the third drawn
+    with pytest.raises(ValueError, match="other settings"):
+        smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=2, cache_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, denoiser=DnCNN(depth=2, features=2),
+                         cache_dir=tmp_path, progress=False)
+    resized = [TrainImage(torch.rand(3, 36, 40), None, "dir/im0.png")]
+    with pytest.raises(ValueError, match="of shape"):
+        smoothed_records(f, resized, 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+
+
+def test_fingerprint_tells_weights_apart():
+    torch.manual_seed(0)
+    a, b = DnCNN(depth=2, features=2), DnCNN(depth=2, features=2)
+    assert fingerprint(a) != fingerprint(b) and fingerprint(None) == "none"
+    b.load_state_dict(a.state_dict())
+    assert fingerprint(a) == fingerprint(b)
+
+
 def test_smoothed_records_widths_match_certify():
     torch.manual_seed(0)
     f = CNNIQA(4, 8).eval()
@@ -465,21 +545,29 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
     torch.save(CNNIQA(4, 8).state_dict(), weights)
     save_denoiser(DnCNN(depth=3, features=8, batch_norm=False), den)
     out = tmp_path / "eval" / "eval.csv"
-    code = _evaluate_script().main([
-        "--data", str(data), "--model", f"cnniqa:{weights}", "--denoiser", f"id={den}", "--n", "12",
-        "--eps", "0.02", "--bootstrap", "200", "--threads", "1", "--out", str(out),
-    ])
-    assert code == 0
+    argv = ["--data", str(data), "--model", f"cnniqa:{weights}", "--denoiser", f"id={den}", "--n", "12",
+            "--width-n", "16", "--width-images", "3", "--eps", "0.02", "--bootstrap", "100", "--threads", "1",
+            "--cache", str(tmp_path / "cache"), "--quiet", "--out", str(out)]
+    assert _evaluate_script().main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| plain |" in printed and "| id |" in printed and "id - plain:" in printed
+    assert "| plain |" in printed and "| id |" in printed and "SROCC id - plain:" in printed
+    assert "widths from n 16 on 3 images" in printed
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 16 and {r["config"] for r in rows} == {"plain", "id"}
+    assert len(rows) == 2 * (8 + 3) and {r["config"] for r in rows} == {"plain", "id"}
+    assert sorted({r["name"] for r in rows if r["n"] == "16"}) == ["im0.png", "im4.png", "im7.png"]  # evenly spaced: 0, 3.5, 7
     import json
 
     summary = json.loads(out.with_suffix(".json").read_text())
-    (diff,) = summary["srocc_differences"]
-    assert (diff["config"], diff["minus"]) == ("id", "plain") and diff["low"] <= diff["srocc_difference"] <= diff["high"]
+    assert [d["metric"] for d in summary["differences"]] == ["SROCC", "PLCC raw", "KROCC"]
+    assert all(d["low"] <= d["difference"] <= d["high"] for d in summary["differences"])
+    plain = summary["summaries"][0]
+    widths = [float(r["width_0.02"]) for r in rows if r["config"] == "plain" and r["n"] == "16"]
+    assert plain["width_0.02"] == pytest.approx(sum(widths) / 3) and plain["human_images"] == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["id", "plain"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "plain").iterdir()) == ["n12", "n16"]
+    assert _evaluate_script().main(argv) == 0  # a second run reads every sample back from the cache
+    assert json.loads(out.with_suffix(".json").read_text())["summaries"][0]["srocc"] == plain["srocc"]
 
 
 def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
