@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=96, help="square crop size in pixels (>= 33 for CNNIQA)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant, or cosine decay from --lr to 0 over --steps")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dncnn")
     p.add_argument("--arch-config", default='{"depth": 6, "features": 24, "batch_norm": false}',
                    help="JSON config of the architecture (default: %(default)s)")
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                 margin=args.margin),
             targets=args.targets, seed=args.seed, checkpoint_every=args.checkpoint_every,
             epoch_steps=args.epoch_steps, val_every=args.val_every, val_n=args.val_n, init=args.init,
+            lr_schedule=args.lr_schedule,
         )
         model = build_base_model(args.model)
         images = load_images(args.data, resize=args.resize, include=args.include)

@@ -44,6 +44,7 @@ TINY = {"depth": 3, "features": 8, "batch_norm": False}
 @pytest.mark.parametrize("net", [
     DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2),
     SubpixelDnCNN(scale=2, depth=3, features=8), SubpixelDnCNN(scale=3, depth=4, features=6, separable=True),
+    SubpixelDnCNN(scale=2, depth=3, features=8, context=4),
 ])
 @pytest.mark.parametrize("shape", [(2, 3, 17, 23), (1, 1, 32, 40)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -90,7 +91,7 @@ def test_unet_rejects_bad_config():
         UNet(levels=0)
 
 
-@pytest.mark.parametrize("bad", [{"scale": 0}, {"depth": 1}, {"features": 2.5}, {"channels": True}])
+@pytest.mark.parametrize("bad", [{"scale": 0}, {"depth": 1}, {"features": 2.5}, {"channels": True}, {"context": -1}])
 def test_subpixel_dncnn_rejects_bad_config(bad):
     with pytest.raises(ValueError, match="SubpixelDnCNN " + next(iter(bad))):
         SubpixelDnCNN(**bad)
@@ -103,10 +104,29 @@ def test_subpixel_dncnn_macs_by_hand_and_by_flop_counter():
 
     assert SubpixelDnCNN(scale=2, depth=3, features=4).macs(10, 9) == (432 + 144 + 432) * 25
     assert SubpixelDnCNN(scale=2, depth=3, features=4, separable=True).macs(10, 9) == (432 + 36 + 16 + 432) * 25
-    for net in (SubpixelDnCNN(scale=2, depth=5, features=24), SubpixelDnCNN(scale=4, depth=4, features=16, separable=True)):
+    assert SubpixelDnCNN(scale=2, depth=3, features=4, context=3).macs(10, 9) == 1008 * 25 + 4 * 3 + 3 * 8
+    for net in (SubpixelDnCNN(scale=2, depth=5, features=24), SubpixelDnCNN(scale=4, depth=4, features=16, separable=True),
+                SubpixelDnCNN(scale=2, depth=4, features=8, context=5)):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             net(torch.rand(1, 3, 61, 75))
         assert counter.get_total_flops() == 2 * net.macs(61, 75)
+
+
+def test_subpixel_dncnn_context_is_per_image_and_modulates():
+    torch.manual_seed(0)
+    net = SubpixelDnCNN(scale=2, depth=3, features=6, context=4)
+    for p in net.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.rand(3, 3, 14, 18)
+    out = net(x)
+    for i in range(3):  # one image at a time: the rest of the batch never matters
+        torch.testing.assert_close(net(x[i : i + 1]), out[i : i + 1])
+    plain = SubpixelDnCNN(scale=2, depth=3, features=6)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("context.")})
+    assert not torch.allclose(plain(x), out)  # the context MLP changes the output
+    torch.nn.init.zeros_(net.context[-1].weight)
+    torch.nn.init.zeros_(net.context[-1].bias)
+    torch.testing.assert_close(net(x), plain(x))  # zero modulation = the plain network
 
 
 def test_subpixel_dncnn_scale_one_is_a_dncnn_without_batch_norm():
@@ -472,7 +492,21 @@ def test_training_starts_from_init_denoiser(tmp_path):
         train_denoiser(model, _tiny_images(), other, tmp_path / "c", progress=False)
 
 
+def test_cosine_learning_rate_schedule(tmp_path):
+    torch.manual_seed(0)
+    cfg = TrainConfig(sigma=0.1, steps=4, batch_size=2, crop=36, arch="subpixel_dncnn",
+                      arch_config={"scale": 2, "depth": 2, "features": 4}, lr=0.01, lr_schedule="cosine",
+                      checkpoint_every=4)
+    train_denoiser(CNNIQA(4, 8), _tiny_images(), cfg, tmp_path, progress=False)
+    with open(tmp_path / "train_log.csv") as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+    assert lrs == pytest.approx([0.01, 0.01 * (1 + 2**-0.5) / 2, 0.005, 0.01 * (1 - 2**-0.5) / 2])
+    assert read_denoiser_meta(tmp_path / "denoiser.pt")["lr_schedule"] == "cosine"
+
+
 def test_training_config_errors():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(sigma=0.1, steps=1, lr_schedule="step")
     with pytest.raises(ValueError, match="min <= max"):
         TrainConfig(sigma=(0.2, 0.1), steps=1)
     with pytest.raises(ValueError, match="targets"):

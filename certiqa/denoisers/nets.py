@@ -124,12 +124,19 @@ class SubpixelDnCNN(nn.Module):
     Hidden layers are conv3x3-ReLU, or with ``separable=True`` depthwise conv3x3 then
     pointwise conv1x1 then ReLU (9F + F^2 instead of 9F^2 multiply-adds per position).
 
+    With ``context=K > 0`` the first layer's features are averaged over the whole image
+    and a small MLP (F -> K -> 2F, last layer zero-initialised) maps that mean to a
+    per-channel scale and shift of those features (FiLM), so that every position sees
+    image-wide evidence (e.g. how blurred or noisy the whole image is). The output then
+    depends on the whole image, one image at a time (never on the rest of the batch).
+
     Args:
         channels: image channels in and out.
         scale: pixel-unshuffle factor (>= 1); 2 works at half resolution.
         depth: number of 3x3 layers (>= 2), the first and last included.
         features: feature maps per hidden layer.
         separable: depthwise-separable hidden layers.
+        context: hidden width of the image-wide context MLP (0: none).
         clamp: clamp the output to [0, 1].
     """
 
@@ -141,16 +148,17 @@ class SubpixelDnCNN(nn.Module):
         features: int = 24,
         *,
         separable: bool = False,
+        context: int = 0,
         clamp: bool = True,
     ) -> None:
         super().__init__()
         for name, value, low in (("channels", channels, 1), ("scale", scale, 1), ("depth", depth, 2),
-                                 ("features", features, 1)):
+                                 ("features", features, 1), ("context", context, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"SubpixelDnCNN {name} must be an int >= {low}, got {value!r}.")
         self.config: dict[str, Any] = {
             "channels": channels, "scale": scale, "depth": depth, "features": features,
-            "separable": bool(separable), "clamp": bool(clamp),
+            "separable": bool(separable), "context": context, "clamp": bool(clamp),
         }
         wide = channels * scale * scale
         layers: list[nn.Module] = [nn.Conv2d(wide, features, 3, padding=1), nn.ReLU(inplace=True)]
@@ -165,24 +173,36 @@ class SubpixelDnCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         nn.init.zeros_(self.body[-1].weight)  # starts as the identity: D(x) = x
         nn.init.zeros_(self.body[-1].bias)
+        self.context = (
+            nn.Sequential(nn.Linear(features, context), nn.ReLU(inplace=True), nn.Linear(context, 2 * features))
+            if context else None
+        )
+        if self.context is not None:
+            nn.init.zeros_(self.context[-1].weight)  # starts without modulation
+            nn.init.zeros_(self.context[-1].bias)
         self.scale = scale
         self.clamp = bool(clamp)
 
     def macs(self, height: int, width: int) -> int:
-        """Multiply-accumulates of the convolutions for one (C, height, width) image
-        (padding to a multiple of ``scale`` included; ReLU, shuffles and the subtraction not)."""
+        """Multiply-accumulates of the convolutions (and of the context MLP) for one
+        (C, height, width) image (padding to a multiple of ``scale`` included; ReLU,
+        shuffles, pooling, modulation and the subtraction not)."""
         s = self.scale
         positions = -(-height // s) * -(-width // s)
-        return positions * sum(
-            m.weight.numel() for m in self.body if isinstance(m, nn.Conv2d)  # out * in/groups * kh * kw
-        )
+        convs = sum(m.weight.numel() for m in self.body if isinstance(m, nn.Conv2d))  # out * in/groups * kh * kw
+        mlp = sum(m.weight.numel() for m in self.context if isinstance(m, nn.Linear)) if self.context is not None else 0
+        return positions * convs + mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) noisy -> (B, C, H, W) denoised."""
         h, w = x.shape[-2:]
         s = self.scale
         padded = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="replicate") if (h % s or w % s) else x
-        residual = F.pixel_shuffle(self.body(F.pixel_unshuffle(padded, s)), s)[..., :h, :w]
+        feat = self.body[:2](F.pixel_unshuffle(padded, s))  # first conv + ReLU
+        if self.context is not None:
+            gain, shift = self.context(feat.mean(dim=(2, 3))).chunk(2, dim=1)
+            feat = feat * (1 + gain[..., None, None]) + shift[..., None, None]
+        residual = F.pixel_shuffle(self.body[2:](feat), s)[..., :h, :w]
         out = x - residual
         return out.clamp(0.0, 1.0) if self.clamp else out
 
