@@ -607,3 +607,61 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
 def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
     with pytest.raises(SystemExit, match="--bootstrap must be 0"):
         _evaluate_script().main(["--data", str(tmp_path), "--bootstrap", "50"])
+
+
+# ---------------------------------------------------------------- shipped CNNIQA-LIVE denoisers
+
+SHIPPED_LIVE = ["cnniqa_live_sigma0.12.pt", "cnniqa_live_sigma0.12_mse.pt"]
+
+
+def _cnniqa_macs(model: CNNIQA, height: int, width: int) -> int:
+    """CNNIQA's multiply-adds from its layer shapes: per 32x32 patch, the 7x7 conv over 26x26
+    outputs and the three fully connected layers; patches at rows range(0, H - 32, 32)."""
+    patches = len(range(0, height - 32, 32)) * len(range(0, width - 32, 32))
+    per_patch = model.conv1.weight.numel() * 26 * 26 + sum(fc.weight.numel() for fc in (model.fc1, model.fc2, model.fc3))
+    return patches * per_patch
+
+
+@pytest.mark.parametrize("name", SHIPPED_LIVE)
+def test_shipped_cnniqa_live_denoisers_load_run_and_cost_at_most_3_cnniqa(name):
+    path = REPO / "denoisers" / "weights" / name
+    assert path.stat().st_size < 200_000
+    den = load_denoiser(path)
+    assert type(den) is SubpixelDnCNN and den.meta["sigma"] == [0.12, 0.12]
+    assert den.meta["base_model"].endswith("cnniqa-live.pt") and den.meta["targets"] == "base"
+    x = torch.rand(2, 3, 41, 47)
+    with torch.no_grad():
+        y = den(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert not torch.equal(y, x)  # trained: not the identity
+    ratio = den.macs(384, 512) / _cnniqa_macs(CNNIQA(), 384, 512)
+    assert ratio <= 3, f"{name} costs {ratio:.2f} CNNIQA forward passes per 512x384 image"
+
+
+def test_cnniqa_macs_match_the_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = CNNIQA().eval().to("meta")  # shapes only: nothing is computed
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, 3, 100, 130, device="meta"))
+    # 3 x 4 patches; per patch 50 x 49 x 26^2 conv + 100 x 800 + 800 x 800 + 800 fc multiply-adds
+    assert counter.get_total_flops() == 2 * _cnniqa_macs(model, 100, 130) == 2 * 12 * (1_656_200 + 720_800)
+
+
+def test_certify_command_takes_a_live_denoiser_file_with_live_weights(shared_data, tmp_path):
+    from certiqa.cli import main
+
+    den_path = REPO / "denoisers" / "weights" / "cnniqa_live_sigma0.12.pt"
+    image = tmp_path / "crop.png"
+    Image.open(shared_data / "images" / "labelled" / "live_img66.png").crop((0, 0, 80, 72)).save(image)
+    out = tmp_path / "r.json"
+    weights = shared_data / "models" / "cnniqa-live.pt"
+    assert main(["certify", str(image), "--weights", str(weights), "--denoiser", str(den_path), "--n", "16",
+                 "--alpha", "0.1", "--eps", "0.01", "--seed", "0", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())
+    from certiqa.io import load_image
+
+    smoothed = SmoothedIQA(CNNIQA.from_file(weights), 0.12, n=16, alpha=0.1, seed=0, denoiser=load_denoiser(den_path))
+    assert row["median"] == pytest.approx(float(smoothed.predict(load_image(image)[None])[0]), abs=1e-4)
