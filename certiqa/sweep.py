@@ -119,9 +119,11 @@ def format_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> st
 
 def plot_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float], path: str | os.PathLike) -> Path:
     """Plot SROCC against the clean scores and the mean certified widths over sigma, plain
-    and denoised, to ``path`` (any format matplotlib writes). Needs matplotlib."""
+    and denoised, to ``path`` (any format matplotlib writes); widths that are not finite
+    (nothing certified) are left out. Needs matplotlib."""
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -139,6 +141,10 @@ def plot_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float], path: s
     left.set(xscale="log", xlabel="sigma", ylabel="SROCC of the smoothed median vs clean", title="fidelity")
     right.set(xscale="log", yscale="log", xlabel="sigma", ylabel="mean certified width (score units)",
               title="certified width")
+    sigmas = sorted({r["sigma"] for r in table})
+    for ax in (left, right):
+        ax.set_xticks(sigmas, [f"{s:g}" for s in sigmas])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     left.legend()
     right.legend(fontsize="small")
     fig.tight_layout()
