@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append((time.perf_counter() - start) / args.batch)
     base = nets[0][0]
     print(f"per noisy {WIDTH}x{HEIGHT} RGB image; batch {args.batch}, {args.rounds} rounds, {args.threads} thread(s), {device}")
-    print(f"| network | params | GFLOP | ms | GFLOP / CNNIQA | time / CNNIQA |")
+    print("| network | params | GFLOP | ms | GFLOP / CNNIQA | time / CNNIQA |")
     print("|---|---|---|---|---|---|")
     for name, _ in nets:
         ms = 1000 * statistics.median(times[name])
