@@ -1,11 +1,17 @@
-"""Write the redistributable training photographs for the shipped denoisers to a folder.
+"""Write redistributable training photographs for denoisers to a folder.
 
     pip install '.[train]'   # scikit-image, for its public-domain / CC0 photographs
     python denoisers/make_training_photos.py runs/skimage_photos
+    python denoisers/make_training_photos.py runs/photos_grid \
+        --grid gaussian_blur jpeg gaussian_noise pixelate quantize
 
-The photographs the default model was trained on (certiqa.training.TRAINING_PHOTOS),
-each clean and with three graded synthetic distortions (certiqa.distortions, seeded),
-as PNG files, so that ranking losses see crops of different quality.
+By default: the photographs the default model was trained on
+(certiqa.training.TRAINING_PHOTOS), each clean and with ``--versions`` randomly chosen
+graded synthetic distortions (certiqa.distortions, seeded), as PNG files, so that
+ranking losses see crops of different quality. With ``--grid KIND ...`` each photograph
+gets every listed distortion at every level 1..5 instead, so that the clean scores of a
+model span its whole quality range. ``--photos`` picks other scikit-image photographs
+(e.g. the held-out certiqa.training.VALIDATION_PHOTOS chelsea and rocket).
 """
 
 from __future__ import annotations
@@ -21,25 +27,36 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from certiqa.distortions import DISTORTIONS, distort  # noqa: E402
+from certiqa.distortions import DISTORTIONS, LEVELS, distort  # noqa: E402
 from certiqa.training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--versions", type=int, default=3, help="distorted versions per photograph")
+    parser.add_argument("--photos", nargs="+", default=list(TRAINING_PHOTOS),
+                        help="scikit-image photograph names (default: certiqa.training.TRAINING_PHOTOS)")
+    parser.add_argument("--versions", type=int, default=3, help="randomly distorted versions per photograph")
+    parser.add_argument("--grid", nargs="+", default=None, choices=sorted(DISTORTIONS), metavar="KIND",
+                        help="every listed distortion at every level instead of --versions random ones")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        photos = load_skimage_photos(args.photos)
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"make_training_photos.py: error: {err}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
     names = sorted(DISTORTIONS)
     written = 0
-    for name, photo in zip(TRAINING_PHOTOS, load_skimage_photos(TRAINING_PHOTOS)):
+    for name, photo in zip(args.photos, photos):
         versions = [("clean", photo)]
-        for _ in range(args.versions):
-            kind = names[int(torch.randint(len(names), (1,), generator=gen))]
-            level = int(torch.randint(1, 6, (1,), generator=gen))
+        for i in range(len(args.grid) * len(LEVELS) if args.grid else args.versions):
+            if args.grid:
+                kind, level = args.grid[i // len(LEVELS)], LEVELS[i % len(LEVELS)]
+            else:  # kind, level and the distortion's own draws in this order, as the shipped runs used
+                kind = names[int(torch.randint(len(names), (1,), generator=gen))]
+                level = int(torch.randint(1, 6, (1,), generator=gen))
             versions.append((f"{kind}{level}", distort(photo.unsqueeze(0), kind, level, generator=gen)[0]))
         for tag, image in versions:
             arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

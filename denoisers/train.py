@@ -21,6 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.denoisers import ARCHITECTURES  # noqa: E402
 from certiqa.denoisers.training import TrainConfig, load_images, train_denoiser  # noqa: E402
 from certiqa.losses import LossWeights  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device  # noqa: E402
@@ -34,14 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", nargs="*", default=[], help="keep only files whose relative path contains one of these")
     p.add_argument("--val-data", default=None, help="validation images (folder or manifest CSV); default: none")
     p.add_argument("--val-include", nargs="*", default=[], help="filter for --val-data, as --include")
-    p.add_argument("--val-resize", type=int, default=96, help="shorter side of validation images (default %(default)s)")
+    p.add_argument("--val-resize", type=int, default=96,
+                   help="shorter side of validation images (default %(default)s; 0: full size)")
     p.add_argument("--resize", type=int, default=None, help="resize training images to this shorter side first")
     p.add_argument("--sigma", type=float, nargs="+", required=True, help="noise level, or MIN MAX for a range")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=96, help="square crop size in pixels (>= 33 for CNNIQA)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--arch", choices=["dncnn", "unet"], default="dncnn")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant, or cosine decay from --lr to 0 over --steps")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dncnn")
     p.add_argument("--arch-config", default='{"depth": 6, "features": 24, "batch_norm": false}',
                    help="JSON config of the architecture (default: %(default)s)")
     p.add_argument("--w-mse", type=float, default=1.0, help="weight of the image MSE")
@@ -80,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                                 margin=args.margin),
             targets=args.targets, seed=args.seed, checkpoint_every=args.checkpoint_every,
             epoch_steps=args.epoch_steps, val_every=args.val_every, val_n=args.val_n, init=args.init,
+            lr_schedule=args.lr_schedule,
         )
         model = load_model_from_args(args)
         images = load_images(args.data, resize=args.resize, include=args.include)
-        val = load_images(args.val_data, resize=args.val_resize, include=args.val_include) if args.val_data else []
+        val = load_images(args.val_data, resize=args.val_resize or None, include=args.val_include) if args.val_data else []
         result = train_denoiser(model, images, config, args.out, val_images=val, resume=args.resume, device=device,
                                 progress=not args.quiet, meta={"base_model": model_spec(args)})
     except (ValueError, TypeError, FileNotFoundError) as err:

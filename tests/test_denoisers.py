@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from certiqa import SmoothedIQA
-from certiqa.denoisers import DnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
-from certiqa.denoisers.evaluation import smoothed_records, summarise
+from certiqa.denoisers import DnCNN, SubpixelDnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
+from certiqa.denoisers.evaluation import fingerprint, smoothed_records, summarise
 from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
@@ -40,7 +40,11 @@ TINY = {"depth": 3, "features": 8, "batch_norm": False}
 # ---------------------------------------------------------------- architectures
 
 
-@pytest.mark.parametrize("net", [DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2)])
+@pytest.mark.parametrize("net", [
+    DnCNN(depth=4, features=8), DnCNN(depth=3, features=8, batch_norm=False), UNet(features=4, levels=2),
+    SubpixelDnCNN(scale=2, depth=3, features=8), SubpixelDnCNN(scale=3, depth=4, features=6, separable=True),
+    SubpixelDnCNN(scale=2, depth=3, features=8, context=4),
+])
 @pytest.mark.parametrize("shape", [(2, 3, 17, 23), (1, 1, 32, 40)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shapes_dtypes_and_identity_at_init(net, shape, dtype):
@@ -86,10 +90,59 @@ def test_unet_rejects_bad_config():
         UNet(levels=0)
 
 
+@pytest.mark.parametrize("bad", [{"scale": 0}, {"depth": 1}, {"features": 2.5}, {"channels": True}, {"context": -1}])
+def test_subpixel_dncnn_rejects_bad_config(bad):
+    with pytest.raises(ValueError, match="SubpixelDnCNN " + next(iter(bad))):
+        SubpixelDnCNN(**bad)
+
+
+def test_subpixel_dncnn_macs_by_hand_and_by_flop_counter():
+    """3 -> 12 channels at 5x5 positions (10x9 padded to 10x10); convs 12->4, 4->4, 4->12 of 3x3:
+    (432 + 144 + 432) * 25 MACs. The separable layer is 4 * 9 (depthwise) + 4 * 4 (pointwise)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    assert SubpixelDnCNN(scale=2, depth=3, features=4).macs(10, 9) == (432 + 144 + 432) * 25
+    assert SubpixelDnCNN(scale=2, depth=3, features=4, separable=True).macs(10, 9) == (432 + 36 + 16 + 432) * 25
+    assert SubpixelDnCNN(scale=2, depth=3, features=4, context=3).macs(10, 9) == 1008 * 25 + 4 * 3 + 3 * 8
+    for net in (SubpixelDnCNN(scale=2, depth=5, features=24), SubpixelDnCNN(scale=4, depth=4, features=16, separable=True),
+                SubpixelDnCNN(scale=2, depth=4, features=8, context=5)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.rand(1, 3, 61, 75))
+        assert counter.get_total_flops() == 2 * net.macs(61, 75)
+
+
+def test_subpixel_dncnn_context_is_per_image_and_modulates():
+    torch.manual_seed(0)
+    net = SubpixelDnCNN(scale=2, depth=3, features=6, context=4)
+    for p in net.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.rand(3, 3, 14, 18)
+    out = net(x)
+    for i in range(3):  # one image at a time: the rest of the batch never matters
+        torch.testing.assert_close(net(x[i : i + 1]), out[i : i + 1])
+    plain = SubpixelDnCNN(scale=2, depth=3, features=6)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("context.")})
+    assert not torch.allclose(plain(x), out)  # the context MLP changes the output
+    torch.nn.init.zeros_(net.context[-1].weight)
+    torch.nn.init.zeros_(net.context[-1].bias)
+    torch.testing.assert_close(net(x), plain(x))  # zero modulation = the plain network
+
+
+def test_subpixel_dncnn_scale_one_is_a_dncnn_without_batch_norm():
+    torch.manual_seed(0)
+    sub, plain = SubpixelDnCNN(scale=1, depth=4, features=6), DnCNN(depth=4, features=6, batch_norm=False)
+    for p in sub.parameters():
+        p.data.normal_(0, 0.2)
+    plain.load_state_dict(sub.state_dict())
+    x = torch.rand(2, 3, 13, 11)
+    torch.testing.assert_close(sub(x), plain(x))
+
+
 # ---------------------------------------------------------------- files
 
 
-@pytest.mark.parametrize("net", [DnCNN(depth=3, features=8), UNet(features=4, levels=1)])
+@pytest.mark.parametrize("net", [DnCNN(depth=3, features=8), UNet(features=4, levels=1),
+                                 SubpixelDnCNN(scale=2, depth=3, features=8, separable=True)])
 def test_checkpoint_round_trip(tmp_path, net):
     torch.manual_seed(1)
     for p in net.parameters():
@@ -101,7 +154,7 @@ def test_checkpoint_round_trip(tmp_path, net):
     assert type(loaded) is type(net) and not loaded.training
     assert torch.equal(loaded(x), net(x))
     assert loaded.meta == {"sigma": 0.12, "base_model": "cnniqa"}
-    assert read_denoiser_meta(path)["arch"] == ("dncnn" if isinstance(net, DnCNN) else "unet")
+    assert read_denoiser_meta(path)["arch"] == {DnCNN: "dncnn", UNet: "unet", SubpixelDnCNN: "subpixel_dncnn"}[type(net)]
     torch.load(path, weights_only=True)  # plain tensors and Python values only
 
 
@@ -323,6 +376,53 @@ def test_ladder_srocc_and_summary():
     assert s["width_0.1"] == 1.0 and s["certified_0.1"] == pytest.approx(5 / 6)
 
 
+def test_summary_human_shift_and_undefined_correlations():
+    rows = [{"name": n, "score": None, "clean": c, "median": m, "width_0.1": 2.0}
+            for n, c, m in (("a", 1.0, 2.0), ("b", 2.0, 1.5), ("c", 3.0, 4.0), ("d", 4.0, 3.0))]
+    s = summarise(rows, [0.1], lower_better=True, human={"a": 0.9, "b": 0.8, "c": 0.1})
+    assert s["shift"] == pytest.approx((1.0 + 0.5 + 1.0 + 1.0) / 4)
+    assert s["srocc"] == pytest.approx(0.6)  # ranks (2, 1, 4, 3) against (1, 2, 3, 4): 1 - 6 * 4 / 60
+    assert s["human_images"] == 3 and s["srocc_human"] == pytest.approx(0.5)  # -median (-2, -1.5, -4) vs (.9, .8, .1)
+    assert "ladder_srocc" not in s
+    two = summarise(rows[:2], [0.1], lower_better=False, human={"a": 1.0})
+    assert math.isnan(two["srocc"]) and math.isnan(two["plcc"]) and math.isnan(two["srocc_human"])
+    assert two["width_0.1"] == 2.0 and two["certified_0.1"] == 1.0
+
+
+def test_smoothed_records_cache_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    f = CNNIQA(4, 8).eval()
+    ims = [TrainImage(torch.rand(3, 40, 40), None, f"dir/im{i}.png") for i in range(3)]
+    first = smoothed_records(f, ims[:2], 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled although the cache holds the image")
+
+    monkeypatch.setattr(SmoothedIQA, "sample", no_sampling)
+    assert smoothed_records(f, ims[:2], 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False) == first
+    monkeypatch.undo()
+    again = smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+    fresh = smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, progress=False)
+    assert again == fresh and again[:2] == first  # two images read back, the third drawn
+    with pytest.raises(ValueError, match="other settings"):
+        smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=2, cache_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        smoothed_records(f, ims, 0.1, 16, 0.01, [0.05], seed=1, denoiser=DnCNN(depth=2, features=2),
+                         cache_dir=tmp_path, progress=False)
+    resized = [TrainImage(torch.rand(3, 36, 40), None, "dir/im0.png")]
+    with pytest.raises(ValueError, match="of shape"):
+        smoothed_records(f, resized, 0.1, 16, 0.01, [0.05], seed=1, cache_dir=tmp_path, progress=False)
+
+
+def test_fingerprint_tells_weights_apart():
+    torch.manual_seed(0)
+    a, b = DnCNN(depth=2, features=2), DnCNN(depth=2, features=2)
+    assert fingerprint(a) != fingerprint(b) and fingerprint(None) == "none"
+    b.load_state_dict(a.state_dict())
+    assert fingerprint(a) == fingerprint(b)
+
+
 def test_smoothed_records_widths_match_certify():
     torch.manual_seed(0)
     f = CNNIQA(4, 8).eval()
@@ -377,7 +477,21 @@ def test_training_starts_from_init_denoiser(tmp_path):
         train_denoiser(model, _tiny_images(), other, tmp_path / "c", progress=False)
 
 
+def test_cosine_learning_rate_schedule(tmp_path):
+    torch.manual_seed(0)
+    cfg = TrainConfig(sigma=0.1, steps=4, batch_size=2, crop=36, arch="subpixel_dncnn",
+                      arch_config={"scale": 2, "depth": 2, "features": 4}, lr=0.01, lr_schedule="cosine",
+                      checkpoint_every=4)
+    train_denoiser(CNNIQA(4, 8), _tiny_images(), cfg, tmp_path, progress=False)
+    with open(tmp_path / "train_log.csv") as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+    assert lrs == pytest.approx([0.01, 0.01 * (1 + 2**-0.5) / 2, 0.005, 0.01 * (1 - 2**-0.5) / 2])
+    assert read_denoiser_meta(tmp_path / "denoiser.pt")["lr_schedule"] == "cosine"
+
+
 def test_training_config_errors():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(sigma=0.1, steps=1, lr_schedule="step")
     with pytest.raises(ValueError, match="min <= max"):
         TrainConfig(sigma=(0.2, 0.1), steps=1)
     with pytest.raises(ValueError, match="targets"):
@@ -450,23 +564,92 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
     torch.save(CNNIQA(4, 8).state_dict(), weights)
     save_denoiser(DnCNN(depth=3, features=8, batch_norm=False), den)
     out = tmp_path / "eval" / "eval.csv"
-    code = _evaluate_script().main([
-        "--data", str(data), "--model", f"cnniqa:{weights}", "--denoiser", f"id={den}", "--n", "12",
-        "--eps", "0.02", "--bootstrap", "200", "--threads", "1", "--out", str(out),
-    ])
-    assert code == 0
+    argv = ["--data", str(data), "--model", f"cnniqa:{weights}", "--denoiser", f"id={den}", "--n", "12",
+            "--width-n", "16", "--width-images", "3", "--eps", "0.02", "--bootstrap", "100", "--threads", "1",
+            "--cache", str(tmp_path / "cache"), "--quiet", "--out", str(out)]
+    assert _evaluate_script().main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| plain |" in printed and "| id |" in printed and "id - plain:" in printed
+    assert "| plain |" in printed and "| id |" in printed and "SROCC id - plain:" in printed
+    assert "widths from n 16 on 3 images" in printed
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 16 and {r["config"] for r in rows} == {"plain", "id"}
+    assert len(rows) == 2 * (8 + 3) and {r["config"] for r in rows} == {"plain", "id"}
+    assert sorted({r["name"] for r in rows if r["n"] == "16"}) == ["im0.png", "im4.png", "im7.png"]  # evenly spaced: 0, 3.5, 7
     import json
 
     summary = json.loads(out.with_suffix(".json").read_text())
-    (diff,) = summary["srocc_differences"]
-    assert (diff["config"], diff["minus"]) == ("id", "plain") and diff["low"] <= diff["srocc_difference"] <= diff["high"]
+    assert [d["metric"] for d in summary["differences"]] == ["SROCC", "PLCC raw", "KROCC"]
+    assert all(d["low"] <= d["difference"] <= d["high"] for d in summary["differences"])
+    plain = summary["summaries"][0]
+    widths = [float(r["width_0.02"]) for r in rows if r["config"] == "plain" and r["n"] == "16"]
+    assert plain["width_0.02"] == pytest.approx(sum(widths) / 3) and plain["human_images"] == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["id", "plain"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "plain").iterdir()) == ["n12", "n16"]
+    assert _evaluate_script().main(argv) == 0  # a second run reads every sample back from the cache
+    assert json.loads(out.with_suffix(".json").read_text())["summaries"][0]["srocc"] == plain["srocc"]
 
 
 def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
     with pytest.raises(SystemExit, match="--bootstrap must be 0"):
         _evaluate_script().main(["--data", str(tmp_path), "--bootstrap", "50"])
+
+
+# ---------------------------------------------------------------- shipped CNNIQA-LIVE denoisers
+
+SHIPPED_LIVE = ["cnniqa_live_sigma0.12.pt", "cnniqa_live_sigma0.12_mse.pt"]
+
+
+def _cnniqa_macs(model: CNNIQA, height: int, width: int) -> int:
+    """CNNIQA's multiply-adds from its layer shapes: per 32x32 patch, the 7x7 conv over 26x26
+    outputs and the three fully connected layers; patches at rows range(0, H - 32, 32)."""
+    patches = len(range(0, height - 32, 32)) * len(range(0, width - 32, 32))
+    per_patch = model.conv1.weight.numel() * 26 * 26 + sum(fc.weight.numel() for fc in (model.fc1, model.fc2, model.fc3))
+    return patches * per_patch
+
+
+@pytest.mark.parametrize("name", SHIPPED_LIVE)
+def test_shipped_cnniqa_live_denoisers_load_run_and_cost_at_most_3_cnniqa(name):
+    path = REPO / "denoisers" / "weights" / name
+    assert path.stat().st_size < 200_000
+    den = load_denoiser(path)
+    assert type(den) is SubpixelDnCNN and den.meta["sigma"] == [0.12, 0.12]
+    assert den.meta["base_model"].endswith("cnniqa-live.pt") and den.meta["targets"] == "base"
+    x = torch.rand(2, 3, 41, 47)
+    with torch.no_grad():
+        y = den(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert not torch.equal(y, x)  # trained: not the identity
+    ratio = den.macs(384, 512) / _cnniqa_macs(CNNIQA(), 384, 512)
+    assert ratio <= 3, f"{name} costs {ratio:.2f} CNNIQA forward passes per 512x384 image"
+
+
+def test_cnniqa_macs_match_the_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = CNNIQA().eval().to("meta")  # shapes only: nothing is computed
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, 3, 100, 130, device="meta"))
+    # 3 x 4 patches; per patch 50 x 49 x 26^2 conv + 100 x 800 + 800 x 800 + 800 fc multiply-adds
+    assert counter.get_total_flops() == 2 * _cnniqa_macs(model, 100, 130) == 2 * 12 * (1_656_200 + 720_800)
+
+
+def test_certify_command_takes_a_live_denoiser_file_with_live_weights(shared_data, tmp_path):
+    from certiqa.cli import main
+
+    den_path = REPO / "denoisers" / "weights" / "cnniqa_live_sigma0.12.pt"
+    image = tmp_path / "crop.png"
+    Image.open(shared_data / "images" / "labelled" / "live_img66.png").crop((0, 0, 80, 72)).save(image)
+    out = tmp_path / "r.json"
+    weights = shared_data / "models" / "cnniqa-live.pt"
+    assert main(["certify", str(image), "--weights", str(weights), "--denoiser", str(den_path), "--n", "16",
+                 "--alpha", "0.1", "--eps", "0.01", "--seed", "0", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())
+    from certiqa.io import load_image
+
+    from certiqa.runner import image_noise_seed
+
+    smoothed = SmoothedIQA(CNNIQA.from_file(weights), 0.12, n=16, alpha=0.1, seed=0, denoiser=load_denoiser(den_path))
+    samples = smoothed.sample(load_image(image)[None], seed=image_noise_seed(0, row["image_sha256"]))  # per-image noise
+    assert row["median"] == pytest.approx(float(samples[0, 7]), abs=1e-4)  # y_(ceil(16/2))

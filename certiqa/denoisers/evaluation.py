@@ -1,10 +1,19 @@
 """Comparing smoothed models with and without denoisers: correlation with the clean
-base scores, ordinal agreement within ladders of one distortion, certified widths."""
+base scores and with human scores, ordinal agreement within ladders of one
+distortion, the shift of the smoothed median, certified widths.
+
+:func:`smoothed_records` can keep each image's samples in a cache folder, so that a
+long evaluation killed half-way resumes where it stopped."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from typing import Any, Sequence
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -14,7 +23,40 @@ from .. import metrics
 from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
 
-__all__ = ["smoothed_records", "summarise"]
+__all__ = ["fingerprint", "smoothed_records", "summarise"]
+
+
+def fingerprint(module: nn.Module | None) -> str:
+    """A SHA-256 hex digest of a module's class and state dict ('none' for None): two modules
+    with the same digest compute the same function."""
+    if module is None:
+        return "none"
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_file(folder: Path, name: str) -> Path:
+    """One file per image name (readable tail + a hash, so distinct names never collide)."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:]
+    return folder / f"{tail}-{hashlib.sha256(name.encode()).hexdigest()[:12]}.pt"
+
+
+def _open_cache(folder: Path, settings: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            raise ValueError(
+                f"the cache {folder} was written with other settings; use another folder or delete it.\n"
+                f"cache: {saved}\nnow:   {settings}"
+            )
+    else:
+        path.write_text(json.dumps(settings, indent=1))
 
 
 def smoothed_records(
@@ -28,20 +70,45 @@ def smoothed_records(
     denoiser: nn.Module | None = None,
     seed: int = 0,
     batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "smoothing",
 ) -> list[dict[str, Any]]:
-    """One row per image: name, human score, clean base score, smoothed median and, for each
-    eps, the certified width (upper - lower; inf where not certifiable), all from one set of
-    ``n`` sorted samples per image (the same order statistics as :meth:`SmoothedIQA.certify`)."""
+    """One row per image: name, score (as given), clean base score, smoothed median and, for
+    each eps, the certified width (upper - lower; inf where not certifiable), all from one
+    set of ``n`` sorted samples per image (the same order statistics as
+    :meth:`SmoothedIQA.certify`).
+
+    With ``cache_dir``, each image's clean score and sorted samples are written there
+    (atomically, one file per image name) once drawn and read back on the next call, so a
+    killed run resumes and runs on overlapping image lists share work. The folder
+    remembers sigma, n, seed, batch size (the noise depends on it) and the fingerprints
+    of model and denoiser; other settings are refused, and so is an image whose shape
+    differs from the cached one under its name (e.g. another resize)."""
     smoothed = SmoothedIQA(model, sigma, n=n, alpha=alpha, batch_size=batch_size, denoiser=denoiser, seed=seed)
     device = smoothed.device_for(images[0].image) if images else torch.device("cpu")
+    folder = Path(cache_dir) if cache_dir is not None else None
+    if folder is not None:
+        _open_cache(folder, {"sigma": float(sigma), "n": n, "seed": seed, "batch_size": batch_size,
+                             "model": fingerprint(model), "denoiser": fingerprint(denoiser)})
     rows = []
     for im in tqdm(images, desc=desc, disable=not progress, dynamic_ncols=True):
-        x = im.image.unsqueeze(0)
-        samples = smoothed.sample(x).cpu()
-        with torch.no_grad():
-            clean = float(model.eval()(x.to(device)).reshape(()))
+        path = _cache_file(folder, im.name) if folder is not None else None
+        if path is not None and path.exists():
+            saved = torch.load(path, weights_only=True)
+            if saved["name"] != im.name or tuple(saved["shape"]) != tuple(im.image.shape):
+                raise ValueError(f"{path} holds image {saved['name']!r} of shape {tuple(saved['shape'])}, expected "
+                                 f"{im.name!r} of shape {tuple(im.image.shape)}; use another cache folder.")
+            samples, clean = saved["samples"][None], float(saved["clean"])
+        else:
+            x = im.image.unsqueeze(0)
+            samples = smoothed.sample(x).cpu()
+            with torch.no_grad():
+                clean = float(model.eval()(x.to(device)).reshape(()))
+            if path is not None:
+                tmp = path.with_name(path.name + ".tmp")
+                torch.save({"name": im.name, "shape": list(im.image.shape), "clean": clean, "samples": samples[0].clone()}, tmp)
+                os.replace(tmp, path)
         certs = [certify_samples(samples, e, sigma, alpha) for e in eps]
         row = {"name": im.name, "score": im.score, "clean": clean, "median": float(certs[0].median[0])}
         for e, cert in zip(eps, certs):
@@ -50,29 +117,61 @@ def smoothed_records(
     return rows
 
 
+def _defined(metric: Callable[..., float], pred: Sequence[float], target: Sequence[float], **kwargs: Any) -> float:
+    """The metric, or NaN where it is undefined (fewer than 3 pairs, a constant series)."""
+    try:
+        return metric(pred, target, **kwargs)
+    except ValueError:
+        return math.nan
+
+
 def summarise(
-    rows: Sequence[dict[str, Any]], eps: Sequence[float], *, ladder_of: dict[str, str], lower_better: bool
+    rows: Sequence[dict[str, Any]],
+    eps: Sequence[float],
+    *,
+    lower_better: bool,
+    ladder_of: Mapping[str, str] | None = None,
+    human: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """SROCC / PLCC (logistic5) / KROCC of the medians against the clean base scores, mean
-    within-ladder SROCC against the ladder scores (medians negated when ``lower_better``, so
-    +1 means the right order), and per eps the mean certified width over certified images
-    and the certified fraction. ``ladder_of`` maps image names to ladder ids."""
+    """Summary of :func:`smoothed_records` rows.
+
+    - ``srocc`` / ``plcc`` (logistic5) / ``plcc_raw`` (no mapping: also measures whether
+      the level and scale are kept) / ``krocc`` of the medians against the clean base
+      scores, and ``shift``, the mean |median - clean| (score units);
+    - with ``ladder_of`` (image name -> ladder id): ``ladder_srocc``, the mean within-ladder
+      SROCC against the rows' ``score`` (e.g. SSIM), over ``ladders`` ladders;
+    - with ``human`` (image name -> human score, higher = better): ``srocc_human`` /
+      ``plcc_human`` (no mapping) over the ``human_images`` rows that have one;
+    - per eps: ``width_<eps>``, the mean certified width over certified images (inf if
+      none), and ``certified_<eps>``, the certified fraction.
+
+    Medians are negated when ``lower_better`` before they meet ladder or human scores
+    (+1 means the right order). Correlations are NaN where undefined."""
     med = [r["median"] for r in rows]
     clean = [r["clean"] for r in rows]
     out: dict[str, Any] = {
         "images": len(rows),
-        "srocc": metrics.srocc(med, clean),
-        "plcc": metrics.plcc(med, clean),
-        "krocc": metrics.krocc(med, clean),
+        "srocc": _defined(metrics.srocc, med, clean),
+        "plcc": _defined(metrics.plcc, med, clean),
+        "plcc_raw": _defined(metrics.plcc, med, clean, mapping="none"),
+        "krocc": _defined(metrics.krocc, med, clean),
+        "shift": sum(abs(m - c) for m, c in zip(med, clean)) / len(rows) if rows else math.nan,
     }
-    lad = [r for r in rows if r["name"] in ladder_of and r["score"] is not None]
     sign = -1.0 if lower_better else 1.0
-    out["ladder_srocc"], out["ladders"] = metrics.grouped_srocc(
-        [sign * r["median"] for r in lad], [r["score"] for r in lad], [ladder_of[r["name"]] for r in lad]
-    )
+    if ladder_of is not None:
+        lad = [r for r in rows if r["name"] in ladder_of and r["score"] is not None]
+        out["ladder_srocc"], out["ladders"] = metrics.grouped_srocc(
+            [sign * r["median"] for r in lad], [r["score"] for r in lad], [ladder_of[r["name"]] for r in lad]
+        )
+    if human is not None:
+        scored = [r for r in rows if r["name"] in human]
+        pred, truth = [sign * r["median"] for r in scored], [human[r["name"]] for r in scored]
+        out["srocc_human"] = _defined(metrics.srocc, pred, truth)
+        out["plcc_human"] = _defined(metrics.plcc, pred, truth, mapping="none")
+        out["human_images"] = len(scored)
     for e in eps:
         widths = [r[f"width_{e:g}"] for r in rows]
         finite = [w for w in widths if math.isfinite(w)]
         out[f"width_{e:g}"] = sum(finite) / len(finite) if finite else math.inf
-        out[f"certified_{e:g}"] = len(finite) / len(widths)
+        out[f"certified_{e:g}"] = len(finite) / len(widths) if widths else math.nan
     return out

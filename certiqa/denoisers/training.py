@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "certiqa-denoiser-train-v1"
-STEP_FIELDS = ["step", "epoch", "sigma", "loss", "mse", "fidelity", "rank", "corr", "seconds"]
+STEP_FIELDS = ["step", "epoch", "sigma", "loss", "mse", "fidelity", "rank", "corr", "lr", "seconds"]
 VAL_FIELDS = ["step", "epoch", "sigma", "n", "srocc_base", "plcc_base", "srocc_human", "plcc_human", "images", "human_images"]
 
 
@@ -96,7 +96,7 @@ def load_images(
 
 
 def build_denoiser(arch: str, **config: Any) -> nn.Module:
-    """A fresh denoiser by architecture name ('dncnn' or 'unet') and config."""
+    """A fresh denoiser by architecture name (a key of :data:`ARCHITECTURES`) and config."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown denoiser architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}.")
     return ARCHITECTURES[arch](**config)
@@ -129,6 +129,7 @@ class TrainConfig:
     val_n: int = 16
     val_sigma: float | None = None
     init: str | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         lo, hi = self.sigma_range
@@ -138,6 +139,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop", "checkpoint_every", "val_every", "val_n"):
             check_int(name, getattr(self, name))
         check_positive("lr", self.lr)
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
         if self.targets not in ("base", "human"):
             raise ValueError(f"targets must be 'base' (the model's clean scores) or 'human', got {self.targets!r}.")
 
@@ -150,8 +153,10 @@ class TrainConfig:
         """The settings a resumed run must share with the run it continues (all but ``steps``)."""
         d = dataclasses.asdict(self)
         d.pop("steps")
-        if d["init"] is None:  # checkpoints written before the option existed stay resumable
+        if d["init"] is None:  # checkpoints written before these options existed stay resumable
             d.pop("init")
+        if d["lr_schedule"] == "constant":
+            d.pop("lr_schedule")
         d["sigma"] = list(self.sigma_range)
         return d
 
@@ -391,11 +396,14 @@ def train_denoiser(
         loss, terms = combined_loss(denoised, x, pred / score_scale, target / score_scale, config.weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * (1 + math.cos(math.pi * step / config.steps)) / 2
         optimizer.step()
         step += 1
         epoch = (step - 1) // epoch_steps + 1
         row = {"step": step, "epoch": epoch, "sigma": float(sigmas.mean()), "loss": float(loss.detach()), **terms,
-               "seconds": round(time.perf_counter() - started, 3)}
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3)}
         _append_csv(log_path, STEP_FIELDS, row)
         bar.update(1)
         bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("mse", "fidelity", "rank", "corr")})
@@ -415,7 +423,7 @@ def train_denoiser(
     save_denoiser(
         denoiser, out / "denoiser.pt", sigma=list(config.sigma_range), steps=step, score_scale=score_scale,
         loss_weights=dataclasses.asdict(config.weights), crop=config.crop, seed=config.seed, targets=config.targets,
-        init=config.init,
+        init=config.init, lr=config.lr, lr_schedule=config.lr_schedule,
         **(meta or {}),
     )
     return TrainResult(denoiser=denoiser, step=step, validation=last_val)
