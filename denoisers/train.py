@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa.cli import resolve_device  # noqa: E402
+from certiqa.denoisers import ARCHITECTURES  # noqa: E402
 from certiqa.denoisers.training import TrainConfig, build_base_model, load_images, train_denoiser  # noqa: E402
 from certiqa.losses import LossWeights  # noqa: E402
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=96, help="square crop size in pixels (>= 33 for CNNIQA)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--arch", choices=["dncnn", "unet"], default="dncnn")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dncnn")
     p.add_argument("--arch-config", default='{"depth": 6, "features": 24, "batch_norm": false}',
                    help="JSON config of the architecture (default: %(default)s)")
     p.add_argument("--w-mse", type=float, default=1.0, help="weight of the image MSE")

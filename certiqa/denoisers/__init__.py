@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..models.cnniqa import check_state_dict, read_checkpoint
-from .nets import ARCHITECTURES, DnCNN, UNet
+from .nets import ARCHITECTURES, DnCNN, SubpixelDnCNN, UNet
 
-__all__ = ["DnCNN", "UNet", "save_denoiser", "load_denoiser", "read_denoiser_meta", "pretrained", "PRETRAINED_SIGMAS"]
+__all__ = ["DnCNN", "UNet", "SubpixelDnCNN", "save_denoiser", "load_denoiser", "read_denoiser_meta", "pretrained", "PRETRAINED_SIGMAS"]
 
 FORMAT = "certiqa-denoiser-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -38,7 +38,7 @@ def _arch_name(model: nn.Module) -> str:
 
 
 def save_denoiser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
-    """Write ``model`` (a DnCNN or UNet) with its config and ``meta`` (plain Python values:
+    """Write ``model`` (an architecture of :data:`ARCHITECTURES`) with its config and ``meta`` (plain Python values:
     str, int, float, bool, None, lists/tuples/dicts of those) to ``path``, atomically."""
     record = {
         "format": FORMAT,

@@ -1,8 +1,13 @@
 """Blind convolutional denoisers for noisy images in [0, 1].
 
-Both predict the noise and subtract it (residual learning), work for any noise
-level (no noise-level input) and any image size, and map (B, C, H, W) to
-(B, C, H, W) of the same dtype, clamped to [0, 1] unless ``clamp=False``.
+All predict the noise and subtract it (residual learning), start as the identity
+(zero-initialised last layer), work for any noise level (no noise-level input) and
+any image size, and map (B, C, H, W) to (B, C, H, W) of the same dtype, clamped to
+[0, 1] unless ``clamp=False``.
+
+:class:`SubpixelDnCNN` is the cheap one: its convolutions run at 1/scale of the
+resolution on pixel-unshuffled images, optionally depthwise-separable; its cost per
+image is :meth:`SubpixelDnCNN.macs`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DnCNN", "UNet", "ARCHITECTURES"]
+__all__ = ["DnCNN", "UNet", "SubpixelDnCNN", "ARCHITECTURES"]
 
 
 class DnCNN(nn.Module):
@@ -110,4 +115,76 @@ class UNet(nn.Module):
         return out.clamp(0.0, 1.0) if self.clamp else out
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "unet": UNet}
+class SubpixelDnCNN(nn.Module):
+    """A DnCNN body working at 1/``scale`` resolution: the image is padded (replicate) to
+    a multiple of ``scale``, pixel-unshuffled to (C * scale^2) channels, passed through
+    conv3x3-ReLU, (depth - 2) hidden layers, conv3x3, pixel-shuffled back and cropped;
+    the output is x minus that residual. ``scale=1`` is DnCNN without batch norm.
+
+    Hidden layers are conv3x3-ReLU, or with ``separable=True`` depthwise conv3x3 then
+    pointwise conv1x1 then ReLU (9F + F^2 instead of 9F^2 multiply-adds per position).
+
+    Args:
+        channels: image channels in and out.
+        scale: pixel-unshuffle factor (>= 1); 2 works at half resolution.
+        depth: number of 3x3 layers (>= 2), the first and last included.
+        features: feature maps per hidden layer.
+        separable: depthwise-separable hidden layers.
+        clamp: clamp the output to [0, 1].
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        scale: int = 2,
+        depth: int = 5,
+        features: int = 24,
+        *,
+        separable: bool = False,
+        clamp: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("channels", channels, 1), ("scale", scale, 1), ("depth", depth, 2),
+                                 ("features", features, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"SubpixelDnCNN {name} must be an int >= {low}, got {value!r}.")
+        self.config: dict[str, Any] = {
+            "channels": channels, "scale": scale, "depth": depth, "features": features,
+            "separable": bool(separable), "clamp": bool(clamp),
+        }
+        wide = channels * scale * scale
+        layers: list[nn.Module] = [nn.Conv2d(wide, features, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            if separable:
+                layers += [nn.Conv2d(features, features, 3, padding=1, groups=features, bias=False),
+                           nn.Conv2d(features, features, 1)]
+            else:
+                layers.append(nn.Conv2d(features, features, 3, padding=1))
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Conv2d(features, wide, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: D(x) = x
+        nn.init.zeros_(self.body[-1].bias)
+        self.scale = scale
+        self.clamp = bool(clamp)
+
+    def macs(self, height: int, width: int) -> int:
+        """Multiply-accumulates of the convolutions for one (C, height, width) image
+        (padding to a multiple of ``scale`` included; ReLU, shuffles and the subtraction not)."""
+        s = self.scale
+        positions = -(-height // s) * -(-width // s)
+        return positions * sum(
+            m.weight.numel() for m in self.body if isinstance(m, nn.Conv2d)  # out * in/groups * kh * kw
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) noisy -> (B, C, H, W) denoised."""
+        h, w = x.shape[-2:]
+        s = self.scale
+        padded = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="replicate") if (h % s or w % s) else x
+        residual = F.pixel_shuffle(self.body(F.pixel_unshuffle(padded, s)), s)[..., :h, :w]
+        out = x - residual
+        return out.clamp(0.0, 1.0) if self.clamp else out
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"dncnn": DnCNN, "unet": UNet, "subpixel_dncnn": SubpixelDnCNN}

@@ -131,7 +131,7 @@ def build_base_model(spec: str) -> nn.Module:
 
 
 def build_denoiser(arch: str, **config: Any) -> nn.Module:
-    """A fresh denoiser by architecture name ('dncnn' or 'unet') and config."""
+    """A fresh denoiser by architecture name (a key of :data:`ARCHITECTURES`) and config."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown denoiser architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}.")
     return ARCHITECTURES[arch](**config)
