@@ -3,9 +3,10 @@
     pip install '.[train]'   # scikit-image, for its public-domain / CC0 photographs
     python denoisers/make_training_photos.py runs/skimage_photos
 
-The photographs the default model was trained on (certiqa.training.TRAINING_PHOTOS),
-each clean and with three graded synthetic distortions (certiqa.distortions, seeded),
-as PNG files, so that ranking losses see crops of different quality.
+The photographs the default model was trained on
+(certiqa.models.default_training.TRAINING_PHOTOS), each clean and with three graded
+synthetic distortions (certiqa.distortions, seeded), as PNG files, so that ranking
+losses see crops of different quality.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa.distortions import DISTORTIONS, distort  # noqa: E402
-from certiqa.training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
+from certiqa.models.default_training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

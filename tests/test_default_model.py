@@ -10,6 +10,7 @@ import torch
 import certiqa
 from certiqa.cli import main
 from certiqa.distortions import distort
+from certiqa.evaluation import evaluate_model
 from certiqa.io import load_image
 from certiqa.models import CNNIQA, DEFAULT_CONFIG, default_model
 from certiqa.models.default import DEFAULT_WEIGHTS
@@ -71,6 +72,16 @@ def test_scores_fall_with_level(name: str, model: CNNIQA, clean: torch.Tensor) -
     # (blur and contrast are left out: the model's score saturates beyond their level 2)
     scores = [float(model(distort(clean, name, level, generator=0))) for level in (1, 3, 5)]
     assert scores[0] > scores[1] > scores[2], scores
+
+
+def test_default_model_orders_the_live_ladders(model: CNNIQA, shared_data) -> None:
+    """Mean SROCC against SSIM within the LIVE (reference x distortion) ladders of the shared
+    data >= 0.95, and >= 0.9 for each distortion (full-resolution images, about 10 s)."""
+    result = evaluate_model(model, shared_data)
+    assert result.ladder_groups == 14
+    assert result.ladder_srocc >= 0.95, result
+    assert set(result.ladder_by_distortion) == {"gblur", "jpeg", "wnoise"}
+    assert all(value >= 0.9 for value in result.ladder_by_distortion.values()), result.ladder_by_distortion
 
 
 def test_cli_certify_uses_the_default_model(capsys) -> None:
