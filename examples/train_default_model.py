@@ -45,9 +45,11 @@ def main() -> None:
     parser.add_argument("--bank", type=int, default=defaults.bank, help="training ladders drawn before training")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--rank-weight", type=float, default=defaults.rank_weight)
-    parser.add_argument("--margin", type=float, default=defaults.margin, help="ranking margin cap (score points)")
+    parser.add_argument("--margin", type=float, default=defaults.margin, help="ranking margin (score points)")
     parser.add_argument("--min-gap", type=float, default=defaults.min_gap,
                         help="rank two versions only if their labels differ by this much (score points)")
+    parser.add_argument("--grain", type=float, default=defaults.grain, help="max std of grain on references")
+    parser.add_argument("--sharpen", type=float, default=defaults.sharpen, help="max unsharp-mask amount on references")
     parser.add_argument("--kernels", type=int, default=DEFAULT_CONFIG["kernels"])
     parser.add_argument("--hidden", type=int, default=DEFAULT_CONFIG["hidden"])
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -64,7 +66,8 @@ def main() -> None:
               "default_model() will not load this file unless the config is changed too.")
     config = LadderConfig(
         steps=args.steps, ladders=args.ladders, rungs=args.rungs, bank=args.bank, lr=args.lr,
-        rank_weight=args.rank_weight, margin=args.margin, min_gap=args.min_gap, kernels=args.kernels,
+        rank_weight=args.rank_weight, margin=args.margin, min_gap=args.min_gap, grain=args.grain,
+        sharpen=args.sharpen, kernels=args.kernels,
         hidden=args.hidden, seed=args.seed,
     )
     start = time.perf_counter()

@@ -111,6 +111,16 @@ def test_blur_ladders_fall_strictly_with_the_rung() -> None:
     assert (blur.labels[:, :-1] > blur.labels[:, 1:]).all(), blur.labels
 
 
+def test_camera_like_references_stay_the_reference() -> None:
+    bank = photo_scales([_photo()], (1.0,))
+    plain = sample_ladders(bank, 8, 2, torch.Generator().manual_seed(4), group=1)
+    camera = sample_ladders(bank, 8, 2, torch.Generator().manual_seed(4), group=1, grain=0.02, sharpen=1.0)
+    assert torch.allclose(camera.labels[:, 0], torch.full((8,), 100.0), atol=1e-3)
+    # same crops and severities, but some references carry grain or sharpening
+    changed = (camera.images[:, 0].float() - plain.images[:, 0].float()).abs().flatten(1).amax(dim=1) > 0
+    assert 0 < int(changed.sum()) < 8
+
+
 def test_sample_ladders_errors() -> None:
     bank = photo_scales([_photo()], (1.0,))
     with pytest.raises(ValueError, match="distortions must be names from"):
@@ -133,20 +143,22 @@ def test_ladder_loss_closed_form() -> None:
     labels = torch.tensor([[100.0, 90.0, 50.0]])
     reversed_pred = torch.tensor([[0.0, 10.0, 20.0]])
     total, terms = ladder_loss(reversed_pred, labels, rank_weight=2.0, margin=5.0, min_gap=0.5)
-    # hinges: min(10, 5) + 10 = 15, min(50, 5) + 20 = 25, min(40, 5) + 10 = 15
+    # hinges max(0, 5 - (pred_i - pred_j)): 5 + 10 = 15, 5 + 20 = 25, 5 + 10 = 15
     assert terms["rank"] == pytest.approx(55.0 / 3) and terms["pairs"] == 3.0
     assert terms["l1"] == pytest.approx(70.0)
     assert float(total) == pytest.approx(70.0 + 2.0 * 55.0 / 3)
-    ordered = torch.tensor([[100.0, 94.0, 60.0]])  # gaps 6, 40, 34 >= the capped margin 5
+    ordered = torch.tensor([[100.0, 94.0, 60.0]])  # every predicted gap >= the margin 5
     assert ladder_loss(ordered, labels, rank_weight=1.0, margin=5.0, min_gap=0.5)[1]["rank"] == 0.0
-    # a mild gap below its label difference is charged only up to that difference
-    _, small = ladder_loss(torch.tensor([[90.0, 88.0]]), torch.tensor([[100.0, 97.0]]), rank_weight=1.0,
-                           margin=5.0, min_gap=0.5)
-    assert small["rank"] == pytest.approx(1.0)
+    # the margin is constant: a mild distortion (label gap 1) must still cost 5 points
+    _, mild = ladder_loss(torch.tensor([[90.0, 88.0]]), torch.tensor([[100.0, 99.0]]), rank_weight=1.0,
+                          margin=5.0, min_gap=0.5)
+    assert mild["rank"] == pytest.approx(3.0)
     # versions whose labels differ by less than min_gap are not ranked
     _, none = ladder_loss(torch.tensor([[0.0, 9.0]]), torch.tensor([[100.0, 99.9]]), rank_weight=1.0, margin=5.0,
                           min_gap=0.5)
     assert none["pairs"] == 0.0 and none["rank"] == 0.0
+    assert float(ladder_loss(torch.tensor([[0.0, 9.0]]), torch.tensor([[100.0, 99.9]]), rank_weight=1.0, margin=5.0,
+                             min_gap=0.5)[0]) == pytest.approx((100.0 + 90.9) / 2)
     with pytest.raises(ValueError, match="must both be \\(ladders, rungs\\)"):
         ladder_loss(torch.zeros(3), torch.zeros(3), rank_weight=1.0, margin=5.0, min_gap=0.5)
 
@@ -259,6 +271,17 @@ def test_evaluation_on_known_scores(tmp_path) -> None:
     assert down.ladder_by_distortion == pytest.approx({"gblur": -1.0, "jpeg": 1.0})
     table = markdown_table({"bright": up})
     assert table.splitlines()[0].startswith("| model |") and "| bright | 1.000 (n=4) |" in table
+
+
+def test_evaluation_of_a_plain_callable_with_an_explicit_orientation(tmp_path) -> None:
+    _fake_data(tmp_path)
+    module = evaluate_model(_Brightness(lower_better=False), tmp_path)
+    plain = evaluate_model(lambda x: x.mean(dim=(1, 2, 3)), tmp_path, lower_better=False)
+    assert plain.ladder_goodness == pytest.approx(module.ladder_goodness) and len(plain.ladder_goodness) == 8
+    assert plain.ladder_by_distortion == pytest.approx({"gblur": 1.0, "jpeg": -1.0})
+    flipped = evaluate_model(_Brightness(lower_better=False), tmp_path, lower_better=True)
+    assert flipped.ladder_goodness == pytest.approx([-v for v in module.ladder_goodness])
+    assert flipped.labelled_srocc == pytest.approx(-1.0)
 
 
 def test_evaluation_needs_enough_rows(tmp_path) -> None:

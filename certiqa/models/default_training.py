@@ -13,8 +13,8 @@ to strong), each rounded to 8 bits.
 Each version's label is 100 x the mean SSIM (luma, 11x11 Gaussian window) to the
 pristine crop over the region CNNIQA reads; higher is better. The loss is the
 L1 error to the labels plus ``rank_weight`` x a pairwise hinge inside each
-ladder: a milder version must score above a stronger one by
-``min(label gap, margin)`` whenever their labels differ by at least ``min_gap``
+ladder: a milder version must score above a stronger one by ``margin`` points
+whenever their labels differ by at least ``min_gap``
 (the order comes from the severities; the gap filter skips versions that look
 the same, such as blur on a flat sky).
 
@@ -95,7 +95,7 @@ _MAX_SIDE = 512
 SEVERITY: dict[str, tuple[float, float, bool]] = {
     "gaussian_blur": (0.3, 5.0, True),  # sigma, px
     "motion_blur": (3.0, 27.0, False),  # length, px (odd)
-    "gaussian_noise": (0.003, 0.2, True),  # std
+    "gaussian_noise": (0.003, 0.5, True),  # std (0.5: nearly saturated)
     "jpeg": (90.0, 4.0, True),  # quality
     "contrast": (0.9, 0.15, False),  # factor
     "pixelate": (2.0, 8.0, False),  # down-sampling factor
@@ -231,6 +231,20 @@ class Ladders:
         return x, self.labels[index]
 
 
+def _camera_like(x: torch.Tensor, generator: torch.Generator, grain: float, sharpen: float) -> torch.Tensor:
+    """With probability 1/2 each, an unsharp mask (amount uniform in [0, ``sharpen``], blur
+    sigma 1 px) and Gaussian grain (std uniform in [0, ``grain``]), as camera processing
+    and sensors leave on real photographs; rounded to 8 bits. (B, 3, H, W) in [0, 1]."""
+    amount = float(torch.rand((), generator=generator)) * sharpen
+    std = float(torch.rand((), generator=generator)) * grain
+    use_sharpen, use_grain = (torch.rand(2, generator=generator) < 0.5).tolist()
+    if sharpen > 0 and use_sharpen:
+        x = x + amount * (x - distort_with(x, "gaussian_blur", 1.0))
+    if grain > 0 and use_grain:
+        x = distort_with(x.clamp(0, 1), "gaussian_noise", std, generator)
+    return _to_uint8(x).float() / 255.0
+
+
 def sample_ladders(
     bank: Sequence[torch.Tensor],
     count: int,
@@ -239,14 +253,19 @@ def sample_ladders(
     distortions: Sequence[str] = tuple(SEVERITY),
     *,
     group: int = 16,
+    grain: float = 0.0,
+    sharpen: float = 0.0,
     progress: bool = False,
 ) -> Ladders:
     """Draw ``count`` ladders of ``rungs`` distorted versions (plus the pristine one) from
     random crops of the uint8 photos in ``bank`` (see :func:`photo_scales`).
 
     Ladders come in groups of ``group`` (the last one smaller) that share a distortion
-    and ``rungs`` severities (uniform in [0, 1], sorted), so each severity is one batched
+    and ``rungs`` severities (the squares of uniform draws in [0, 1], sorted: denser at
+    the mild end, where the order is hardest to see), so each severity is one batched
     call; every ladder has its own photo, crop position, flip and 90-degree rotation.
+    With ``grain`` or ``sharpen`` > 0, the pristine version of a group is first made
+    camera-like (see :func:`_camera_like`); it is still the reference (label 100).
     Everything comes from ``generator``: the result is a function of its state."""
     check_int("count", count)
     check_int("rungs", rungs)
@@ -266,9 +285,9 @@ def sample_ladders(
             if torch.rand((), generator=generator) < 0.5:
                 region = region.flip(-1)
             regions.append(torch.rot90(region, int(torch.randint(4, (), generator=generator)), dims=(-2, -1)))
-        pristine = torch.stack(regions).float() / 255.0
+        pristine = _camera_like(torch.stack(regions).float() / 255.0, generator, grain, sharpen)
         name = distortions[int(torch.randint(len(distortions), (), generator=generator))]
-        severities = torch.rand(rungs, generator=generator).sort().values
+        severities = torch.rand(rungs, generator=generator).square().sort().values  # denser at the mild end
         versions = [pristine] + [
             _to_uint8(distort_with(pristine, name, severity_parameter(name, float(u)), generator)).float() / 255.0
             for u in severities
@@ -293,17 +312,20 @@ def ladder_loss(
 
     ``pred`` and ``labels`` are (L, V), rungs in increasing severity. For rungs i < j of a
     ladder with ``labels[i] - labels[j] >= min_gap`` the hinge charges
-    ``max(0, min(labels[i] - labels[j], margin) - (pred[i] - pred[j]))``; the mean is over
-    those pairs (0 when there are none). Returns (total, {"l1", "rank", "pairs"})."""
+    ``max(0, margin - (pred[i] - pred[j]))`` (RankIQA's constant margin, so even a mild
+    distortion must cost ``margin`` points); the mean is over those pairs (0 when there
+    are none). Returns (total, {"l1", "rank", "pairs"})."""
     if pred.shape != labels.shape or pred.ndim != 2:
-        raise ValueError(f"pred and labels must both be (ladders, rungs), got {tuple(pred.shape)} and {tuple(labels.shape)}.")
+        raise ValueError(
+            f"pred and labels must both be (ladders, rungs), got {tuple(pred.shape)} and {tuple(labels.shape)}."
+        )
     l1 = (pred - labels).abs().mean()
     rungs = pred.shape[1]
     milder = torch.ones(rungs, rungs, dtype=torch.bool, device=pred.device).triu(1)  # (i, j): i < j
     label_gap = labels[:, :, None] - labels[:, None, :]
     counted = milder & (label_gap >= min_gap)
     if counted.any():
-        hinge = torch.relu(label_gap.clamp(max=margin) - (pred[:, :, None] - pred[:, None, :]))
+        hinge = torch.relu(margin - (pred[:, :, None] - pred[:, None, :]))
         rank = hinge[counted].mean()
     else:
         rank = pred.sum() * 0.0
@@ -316,21 +338,24 @@ class LadderConfig:
     """Everything that defines a training run of :func:`fit_default_model` (a resumed run
     must have the same).
 
-    ``bank`` ladders of ``rungs + 1`` crops are drawn once (seed ``seed``); a step takes
+    ``bank`` ladders of ``rungs + 1`` crops are drawn once (seed ``seed``; references
+    made camera-like with ``grain`` and ``sharpen``, see :func:`sample_ladders`); a step takes
     ``ladders`` of them at random, flipped and rotated. The learning rate follows a cosine
     decay from ``lr`` to ``lr / 20``."""
 
-    steps: int = 1500
+    steps: int = 1000
     ladders: int = 8
     rungs: int = 4
-    bank: int = 3000
+    bank: int = 2000
     lr: float = 1e-3
-    rank_weight: float = 1.0
-    margin: float = 5.0
-    min_gap: float = 0.5
+    rank_weight: float = 2.0
+    margin: float = 3.0
+    min_gap: float = 0.3
     kernels: int = 50
     hidden: int = 800
     scales: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45)
+    grain: float = 0.0
+    sharpen: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -340,6 +365,8 @@ class LadderConfig:
         check_positive("margin", self.margin)
         check_nonnegative("rank_weight", self.rank_weight)
         check_nonnegative("min_gap", self.min_gap)
+        check_nonnegative("grain", self.grain)
+        check_nonnegative("sharpen", self.sharpen)
 
 
 @dataclass
@@ -424,7 +451,8 @@ def fit_default_model(
     check_int("checkpoint_every", checkpoint_every)
     data_start = time.perf_counter()
     train = sample_ladders(photo_scales(photos, config.scales), config.bank, config.rungs,
-                           torch.Generator().manual_seed(config.seed), progress=progress)
+                           torch.Generator().manual_seed(config.seed), grain=config.grain, sharpen=config.sharpen,
+                           progress=progress)
     crop_val = (
         sample_ladders(photo_scales(val_photos, config.scales), val_ladders, config.rungs,
                        torch.Generator().manual_seed(config.seed + 1))
