@@ -6,10 +6,11 @@
 Data: scikit-image's public-domain/CC0 sample photographs (no download), as ladders
 of one crop at increasing severities of a synthetic distortion; loss: L1 to
 100 x SSIM plus a ranking hinge inside each ladder. See
-certiqa/models/default_training.py. With the defaults, about 25 minutes on one CPU
-thread; it overwrites the embedded weights (certiqa/weights/default_cnniqa.pt) and
-writes its log beside them (.json). Kill it at any time and run the same command
-with --resume to continue from the checkpoint (runs/default_model.ckpt).
+certiqa/models/default_training.py. With the defaults, about 11 minutes on one CPU
+thread (670 s measured on a shared 2-core machine); it overwrites the embedded
+weights (certiqa/weights/default_cnniqa.pt) and writes its log beside them (.json).
+Kill it at any time and run the same command with --resume to continue from the
+checkpoint (runs/default_model.ckpt).
 """
 
 from __future__ import annotations

@@ -8,15 +8,17 @@ example is a *ladder* (RankIQA, Liu et al. 2017): one random ``CROP`` x ``CROP``
 crop, randomly flipped and rotated, in its pristine version and at ``rungs``
 increasing severities of one distortion of :data:`SEVERITY` (drawn on a
 continuous scale with :func:`certiqa.distortions.distort_with`, from very mild
-to strong), each rounded to 8 bits.
+to strong, denser at the mild end), each rounded to 8 bits. Optionally the
+pristine version is first made camera-like (unsharp masking, grain), so that
+crisp detail counts as pristine.
 
 Each version's label is 100 x the mean SSIM (luma, 11x11 Gaussian window) to the
 pristine crop over the region CNNIQA reads; higher is better. The loss is the
 L1 error to the labels plus ``rank_weight`` x a pairwise hinge inside each
 ladder: a milder version must score above a stronger one by ``margin`` points
-whenever their labels differ by at least ``min_gap``
-(the order comes from the severities; the gap filter skips versions that look
-the same, such as blur on a flat sky).
+whenever their labels differ by at least ``min_gap`` (the order comes from the
+severities; the gap filter skips versions that look the same, such as blur on
+a flat sky).
 
 scikit-image is a training-time extra (``pip install certiqa[train]``); nothing
 here downloads anything.
