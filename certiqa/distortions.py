@@ -29,6 +29,7 @@ __all__ = [
     "DISTORTIONS",
     "PARAMETERS",
     "distort",
+    "distort_with",
     "gaussian_blur",
     "motion_blur",
     "gaussian_noise",
@@ -91,71 +92,126 @@ def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator
     return draw(shape, generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
 
 
-def gaussian_blur(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
-    """Isotropic Gaussian blur, sigma 0.8..5 px, kernel 2*ceil(3 sigma)+1, reflected borders."""
-    x = _check_rgb(x)
-    sigma = _param("gaussian_blur", level)
+def _blur_with(x: torch.Tensor, sigma: float, generator: torch.Generator | None) -> torch.Tensor:
     k = 2 * math.ceil(3 * sigma) + 1
     sig = torch.tensor([[sigma, sigma]], dtype=x.dtype, device=x.device).expand(x.shape[0], 2)
-    return kornia.filters.gaussian_blur2d(x, (k, k), sig, border_type="reflect").clamp(0.0, 1.0)
+    return kornia.filters.gaussian_blur2d(x, (k, k), sig, border_type="reflect")
+
+
+def _motion_with(x: torch.Tensor, length: float, generator: torch.Generator | None) -> torch.Tensor:
+    k = int(length)
+    angle = _rand((x.shape[0],), x, generator, normal=False) * 180.0
+    return kornia.filters.motion_blur(x, k, angle, torch.zeros_like(angle), border_type="reflect")
+
+
+def _noise_with(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    return x + std * _rand(tuple(x.shape), x, generator, normal=True)
+
+
+def _jpeg_with(x: torch.Tensor, quality: float, generator: torch.Generator | None) -> torch.Tensor:
+    return kornia.enhance.jpeg_codec_differentiable(x, torch.tensor([quality], dtype=x.dtype, device=x.device))
+
+
+def _contrast_with(x: torch.Tensor, factor: float, generator: torch.Generator | None) -> torch.Tensor:
+    return kornia.enhance.adjust_contrast_with_mean_subtraction(x, factor)
+
+
+def _brightness_with(x: torch.Tensor, shift: float, generator: torch.Generator | None) -> torch.Tensor:
+    return kornia.enhance.adjust_brightness(x, -shift, clip_output=True)
+
+
+def _saturation_with(x: torch.Tensor, factor: float, generator: torch.Generator | None) -> torch.Tensor:
+    return kornia.enhance.adjust_saturation(x, factor)
+
+
+def _pixelate_with(x: torch.Tensor, factor: float, generator: torch.Generator | None) -> torch.Tensor:
+    factor = int(factor)
+    height, width = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor))), mode="area")
+    return F.interpolate(small, size=(height, width), mode="nearest")
+
+
+def _quantize_with(x: torch.Tensor, bits: float, generator: torch.Generator | None) -> torch.Tensor:
+    steps = 2 ** int(bits) - 1
+    return torch.round(x * steps) / steps
+
+
+# name -> (function of (x, parameter, generator), check of the parameter, what the parameter must be)
+_WITH: dict[str, tuple[Callable[..., torch.Tensor], Callable[[float], bool], str]] = {
+    "gaussian_blur": (_blur_with, lambda v: 0 < v <= 20, "a blur sigma in (0, 20] pixels"),
+    "motion_blur": (_motion_with, lambda v: v == int(v) and v >= 3 and v % 2 == 1, "an odd kernel length >= 3"),
+    "gaussian_noise": (_noise_with, lambda v: v >= 0, "a noise std >= 0"),
+    "jpeg": (_jpeg_with, lambda v: 1 <= v <= 100, "a JPEG quality in [1, 100]"),
+    "contrast": (_contrast_with, lambda v: 0 <= v <= 1, "a contrast factor in [0, 1]"),
+    "brightness": (_brightness_with, lambda v: 0 <= v <= 1, "a darkening shift in [0, 1]"),
+    "saturation": (_saturation_with, lambda v: 0 <= v <= 1, "a saturation factor in [0, 1]"),
+    "pixelate": (_pixelate_with, lambda v: v == int(v) and v >= 1, "an integer down-sampling factor >= 1"),
+    "quantize": (_quantize_with, lambda v: v == int(v) and 1 <= v <= 16, "an integer number of bits in 1..16"),
+}
+
+
+def distort_with(
+    x: torch.Tensor, name: str, parameter: float, generator: torch.Generator | int | None = None
+) -> torch.Tensor:
+    """Apply the distortion ``name`` with its raw ``parameter`` (the unit of :data:`PARAMETERS`:
+    blur sigma, motion length, noise std, JPEG quality, contrast factor, darkening shift,
+    saturation factor, pixelation factor, bits), so severities between and beyond the five
+    levels can be drawn. ``distort(x, name, level)`` equals
+    ``distort_with(x, name, PARAMETERS[name][level - 1])``.
+
+    Returns (B, 3, H, W) images in [0, 1], same dtype and device as ``x``."""
+    if name not in _WITH:
+        raise ValueError(f"unknown distortion {name!r}; choose one of {sorted(_WITH)}.")
+    function, valid, what = _WITH[name]
+    if isinstance(parameter, bool) or not isinstance(parameter, (int, float)) or not math.isfinite(parameter) \
+            or not valid(float(parameter)):
+        raise ValueError(f"the {name} parameter must be {what}, got {parameter!r}.")
+    return function(_check_rgb(x), parameter, _generator(generator)).clamp(0.0, 1.0)
+
+
+def gaussian_blur(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
+    """Isotropic Gaussian blur, sigma 0.8..5 px, kernel 2*ceil(3 sigma)+1, reflected borders."""
+    return distort_with(x, "gaussian_blur", _param("gaussian_blur", level), generator)
 
 
 def motion_blur(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Linear motion blur of length 5..27 px in a random direction per image (from ``generator``)."""
-    x = _check_rgb(x)
-    k = int(_param("motion_blur", level))
-    angle = _rand((x.shape[0],), x, _generator(generator), normal=False) * 180.0
-    zero = torch.zeros_like(angle)
-    return kornia.filters.motion_blur(x, k, angle, zero, border_type="reflect").clamp(0.0, 1.0)
+    return distort_with(x, "motion_blur", _param("motion_blur", level), generator)
 
 
 def gaussian_noise(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Additive white Gaussian noise, std 0.02..0.18 (independent per pixel and channel), clamped."""
-    x = _check_rgb(x)
-    std = _param("gaussian_noise", level)
-    return (x + std * _rand(tuple(x.shape), x, _generator(generator), normal=True)).clamp(0.0, 1.0)
+    return distort_with(x, "gaussian_noise", _param("gaussian_noise", level), generator)
 
 
 def jpeg(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """JPEG compression (kornia's differentiable codec) at quality 60, 35, 20, 10, 4."""
-    x = _check_rgb(x)
-    quality = torch.tensor([_param("jpeg", level)], dtype=x.dtype, device=x.device)
-    return kornia.enhance.jpeg_codec_differentiable(x, quality).clamp(0.0, 1.0)
+    return distort_with(x, "jpeg", _param("jpeg", level), generator)
 
 
 def contrast(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Contrast reduction towards the image's mean gray, factor 0.75..0.18."""
-    x = _check_rgb(x)
-    factor = _param("contrast", level)
-    return kornia.enhance.adjust_contrast_with_mean_subtraction(x, factor).clamp(0.0, 1.0)
+    return distort_with(x, "contrast", _param("contrast", level), generator)
 
 
 def brightness(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Darkening by a uniform shift of 0.08..0.4, clamped at black."""
-    x = _check_rgb(x)
-    return kornia.enhance.adjust_brightness(x, -_param("brightness", level), clip_output=True)
+    return distort_with(x, "brightness", _param("brightness", level), generator)
 
 
 def saturation(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Desaturation: HSV saturation scaled by 0.6..0 (level 5 is grayscale)."""
-    x = _check_rgb(x)
-    return kornia.enhance.adjust_saturation(x, _param("saturation", level)).clamp(0.0, 1.0)
+    return distort_with(x, "saturation", _param("saturation", level), generator)
 
 
 def pixelate(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Area down-sampling by 2..8 followed by nearest-neighbour up-sampling to the input size."""
-    x = _check_rgb(x)
-    factor = int(_param("pixelate", level))
-    height, width = x.shape[-2:]
-    small = F.interpolate(x, size=(max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor))), mode="area")
-    return F.interpolate(small, size=(height, width), mode="nearest").clamp(0.0, 1.0)
+    return distort_with(x, "pixelate", _param("pixelate", level), generator)
 
 
 def quantize(x: torch.Tensor, level: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Uniform quantisation of each channel to 2**bits gray levels, bits 6..2 (mid-rise, rounding)."""
-    x = _check_rgb(x)
-    steps = 2 ** int(_param("quantize", level)) - 1
-    return (torch.round(x * steps) / steps).clamp(0.0, 1.0)
+    return distort_with(x, "quantize", _param("quantize", level), generator)
 
 
 DISTORTIONS: dict[str, Callable[..., torch.Tensor]] = {

@@ -16,7 +16,9 @@ Two measurements:
   and PLCC between the model's goodness and the SSIM to the reference; reported as
   the mean over groups (and per distortion).
 
-A model's goodness is its score, negated when ``model.lower_better`` is True.
+A model's goodness is its score, negated when lower is better (``model.lower_better``
+unless given). The model may be any callable from (1, 3, H, W) images in [0, 1] to a
+score, e.g. a :class:`certiqa.SmoothedIQA` (its smoothed median).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -91,14 +93,29 @@ def read_manifest(data_dir: str | os.PathLike, *, scored_only: bool = True) -> l
     return rows
 
 
+def _lower_better(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], lower_better: bool | None) -> bool:
+    return bool(getattr(model, "lower_better", False)) if lower_better is None else lower_better
+
+
 @torch.no_grad()
 def goodness_scores(
-    model: nn.Module, paths: Sequence[str | os.PathLike], *, progress: bool = False, desc: str = "scoring"
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    paths: Sequence[str | os.PathLike],
+    *,
+    lower_better: bool | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
 ) -> np.ndarray:
-    """Score each image file (one at a time, full resolution) and orient so that higher = better."""
-    model.eval()
-    sign = -1.0 if getattr(model, "lower_better", False) else 1.0
-    device = next(model.parameters()).device
+    """Score each image file (one at a time, full resolution) and orient so that higher = better.
+
+    An ``nn.Module`` runs in eval mode on the device of its first parameter; any other
+    callable gets CPU tensors. ``lower_better`` defaults to ``model.lower_better`` (False
+    when absent)."""
+    sign = -1.0 if _lower_better(model, lower_better) else 1.0
+    device = torch.device("cpu")
+    if isinstance(model, nn.Module):
+        model.eval()
+        device = next(model.parameters()).device
     out = []
     for path in tqdm(paths, desc=desc, disable=not progress):
         x = load_image(path).unsqueeze(0).to(device)
@@ -108,7 +125,8 @@ def goodness_scores(
 
 @dataclass
 class EvaluationResult:
-    """Correlations of one model; ``ladder_by_distortion`` maps a distortion to its mean group SROCC."""
+    """Correlations of one model; ``ladder_by_distortion`` maps a distortion to its mean group SROCC;
+    ``ladder_goodness`` holds the model's goodness of every ladder image, in manifest order."""
 
     labelled_srocc: float
     labelled_plcc: float
@@ -117,9 +135,16 @@ class EvaluationResult:
     ladder_plcc: float
     ladder_groups: int
     ladder_by_distortion: dict[str, float]
+    ladder_goodness: tuple[float, ...] = ()
 
 
-def evaluate_model(model: nn.Module, data_dir: str | os.PathLike, *, progress: bool = False) -> EvaluationResult:
+def evaluate_model(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    data_dir: str | os.PathLike,
+    *,
+    lower_better: bool | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
     """Labelled-image and ladder correlations of ``model`` on the data folder (see the module doc)."""
     data_dir = Path(data_dir)
     rows = read_manifest(data_dir)
@@ -129,14 +154,17 @@ def evaluate_model(model: nn.Module, data_dir: str | os.PathLike, *, progress: b
         raise ValueError(f"{data_dir}/manifest.csv has {len(labelled)} labelled and {len(ladders)} ladder images; "
                          "need >= 3 and >= 1.")
     truth = np.array([r.goodness for r in labelled])
-    pred = goodness_scores(model, [data_dir / r.file for r in labelled], progress=progress, desc="labelled")
+    lower_better = _lower_better(model, lower_better)
+    pred = goodness_scores(model, [data_dir / r.file for r in labelled], lower_better=lower_better, progress=progress,
+                           desc="labelled")
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, r in enumerate(ladders):
         match = _LADDER.search(r.file)
         if match is None:
             raise ValueError(f"ladder file name {r.file!r} is not live_<distortion>_<reference>_<step>.<ext>.")
         groups[(match["distortion"], match["reference"])].append(i)
-    ladder_pred = goodness_scores(model, [data_dir / r.file for r in ladders], progress=progress, desc="ladders")
+    ladder_pred = goodness_scores(model, [data_dir / r.file for r in ladders], lower_better=lower_better,
+                                  progress=progress, desc="ladders")
     ssim = np.array([r.score for r in ladders])
     per_group_s, per_group_p = {}, {}
     for key, idx in sorted(groups.items()):
@@ -154,6 +182,7 @@ def evaluate_model(model: nn.Module, data_dir: str | os.PathLike, *, progress: b
         ladder_plcc=float(np.mean(list(per_group_p.values()))),
         ladder_groups=len(per_group_s),
         ladder_by_distortion={k: float(np.mean(v)) for k, v in sorted(by_distortion.items())},
+        ladder_goodness=tuple(float(v) for v in ladder_pred),
     )
 
 

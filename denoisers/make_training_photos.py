@@ -6,12 +6,12 @@
         --grid gaussian_blur jpeg gaussian_noise pixelate quantize
 
 By default: the photographs the default model was trained on
-(certiqa.training.TRAINING_PHOTOS), each clean and with ``--versions`` randomly chosen
+(certiqa.models.default_training.TRAINING_PHOTOS), each clean and with ``--versions`` randomly chosen
 graded synthetic distortions (certiqa.distortions, seeded), as PNG files, so that
 ranking losses see crops of different quality. With ``--grid KIND ...`` each photograph
 gets every listed distortion at every level 1..5 instead, so that the clean scores of a
 model span its whole quality range. ``--photos`` picks other scikit-image photographs
-(e.g. the held-out certiqa.training.VALIDATION_PHOTOS chelsea and rocket).
+(e.g. the held-out certiqa.models.default_training.VALIDATION_PHOTOS chelsea and rocket).
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa.distortions import DISTORTIONS, LEVELS, distort  # noqa: E402
-from certiqa.training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
+from certiqa.models.default_training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--photos", nargs="+", default=list(TRAINING_PHOTOS),
-                        help="scikit-image photograph names (default: certiqa.training.TRAINING_PHOTOS)")
+                        help="scikit-image photograph names (default: certiqa.models.default_training.TRAINING_PHOTOS)")
     parser.add_argument("--versions", type=int, default=3, help="randomly distorted versions per photograph")
     parser.add_argument("--grid", nargs="+", default=None, choices=sorted(DISTORTIONS), metavar="KIND",
                         help="every listed distortion at every level instead of --versions random ones")

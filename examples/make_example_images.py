@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from certiqa.distortions import distort
-from certiqa.training import load_skimage_photos
+from certiqa.models.default_training import load_skimage_photos
 
 # file name -> (skimage.data photograph, distortion or None, level)
 EXAMPLES = {

@@ -186,9 +186,16 @@ def test_bad_checkpoint_errors(tmp_path):
 @pytest.mark.parametrize("sigma", [0.06, 0.12, 0.25])
 def test_pretrained_denoisers_ship_for_the_default_model(sigma):
     den = pretrained(sigma)
-    assert isinstance(den, DnCNN) and not den.training
+    assert isinstance(den, SubpixelDnCNN) and not den.training
+    assert den.config == {"channels": 3, "scale": 2, "depth": 5, "features": 24, "separable": False, "context": 0,
+                          "clamp": True}
     assert den.meta["sigma"] == [sigma, sigma] and den.meta["base_model"] == "default"
-    assert den.meta["loss_weights"]["rank"] > 0  # trained with the ranking loss
+    weights = den.meta["loss_weights"]
+    assert weights["rank"] > 0 and weights["fidelity"] > 0  # ranking, and score fidelity to keep the level
+    x = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = den(x)
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
 def test_pretrained_denoiser_keeps_the_default_models_order_on_the_examples():

@@ -161,3 +161,39 @@ def test_bad_generator(images: torch.Tensor) -> None:
 def test_bad_input(x, error, match, name: str) -> None:
     with pytest.raises(error, match=match):
         distort(x, name, 1)
+
+
+@pytest.mark.parametrize("name", sorted(DISTORTIONS))
+def test_distort_with_the_level_parameter_equals_distort(name: str, images: torch.Tensor) -> None:
+    for level in (1, 5):
+        expected = distort(images, name, level, generator=3)
+        assert torch.equal(D.distort_with(images, name, PARAMETERS[name][level - 1], generator=3), expected)
+
+
+def test_distort_with_between_levels_is_between() -> None:
+    x = _photo_like()
+    errors = [float((D.distort_with(x, "gaussian_blur", s) - x).pow(2).mean()) for s in (0.8, 1.1, 1.5)]
+    assert errors[0] < errors[1] < errors[2]
+    assert torch.equal(D.distort_with(x, "gaussian_noise", 0.0), x)  # std 0: unchanged
+
+
+@pytest.mark.parametrize(
+    "name, parameter, match",
+    [
+        ("motion_blur", 4, "odd kernel length >= 3"),
+        ("jpeg", 0.5, "JPEG quality in \\[1, 100\\]"),
+        ("gaussian_noise", -0.1, "noise std >= 0"),
+        ("gaussian_blur", 0.0, "blur sigma in \\(0, 20\\] pixels"),
+        ("pixelate", 2.5, "integer down-sampling factor"),
+        ("quantize", True, "integer number of bits"),
+        ("contrast", math.nan, "contrast factor in \\[0, 1\\]"),
+    ],
+)
+def test_distort_with_bad_parameter(name: str, parameter, match: str) -> None:
+    with pytest.raises(ValueError, match=f"the {name} parameter must be an? {match}.*, got"):
+        D.distort_with(_photo_like(), name, parameter)
+
+
+def test_distort_with_bad_name() -> None:
+    with pytest.raises(ValueError, match="unknown distortion 'fog'"):
+        D.distort_with(_photo_like(), "fog", 1.0)

@@ -106,7 +106,8 @@ def pretrained_path(sigma: float) -> Path:
 
 
 def pretrained(sigma: float, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The shipped DnCNN trained (MSE + ranking) for certiqa's default model at ``sigma``."""
+    """The shipped denoiser for certiqa's default model at ``sigma`` (a SubpixelDnCNN trained with
+    MSE, then MSE + ranking + score fidelity; see ``denoisers/train.py``)."""
     path = pretrained_path(sigma)
     if not path.is_file():
         raise FileNotFoundError(

@@ -1,9 +1,11 @@
 """The default NR-IQA model embedded in the package.
 
 A CNNIQA (the original architecture: 50 kernels, 800 hidden units, 2.9 MB)
-trained by ``examples/train_default_model.py`` (see :mod:`certiqa.training`) on
-synthetically distorted public-domain/CC0 photographs bundled with scikit-image, labelled with 100 x SSIM to the pristine photo. Scores
-lie nominally in [0, 100] and higher means better quality. It is a
+trained by ``examples/train_default_model.py`` (see
+:mod:`certiqa.models.default_training`) on synthetically distorted
+public-domain/CC0 photographs bundled with scikit-image: L1 regression to 100 x
+SSIM to the pristine crop plus a ranking loss over distortion levels of the same
+crop. Scores lie nominally in [0, 100] and higher means better quality. It is a
 demonstration-grade model, not a state-of-the-art IQA metric.
 """
 
