@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa import SmoothedIQA, bounds  # noqa: E402
-from certiqa.evaluation import read_manifest  # noqa: E402
+from certiqa.model_evaluation import read_manifest  # noqa: E402
 from certiqa.io import read_image  # noqa: E402
 from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, model_spec  # noqa: E402
 

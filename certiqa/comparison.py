@@ -58,7 +58,7 @@ from statsmodels.stats.proportion import proportion_confint
 from . import metrics, robustness
 from .attacks import ExpectedScore, SmoothedPGDL2, SquareAttack, make_attack
 from .defenses.purification import ExpectedPurifiedScore, Purified
-from .evaluation import read_manifest
+from .model_evaluation import read_manifest
 from .io import IMAGE_EXTENSIONS, read_image
 from .tightness import TightnessResult
 from .smoothing import SmoothedIQA, certify_samples

@@ -3,7 +3,7 @@
     python examples/evaluate_models.py [--data ../shared/data] [--weights FILE]
     python examples/evaluate_models.py --sigma 0.12 --n 32 --denoiser pretrained   # + the defended default model
 
-Prints a markdown table; see certiqa.evaluation for what each column measures. With
+Prints a markdown table; see certiqa.model_evaluation for what each column measures. With
 --sigma, rows for the smoothed median (n noisy copies, noise seed --seed) of the default
 model follow, with and without the denoiser, and the spread of the smoothed medians of
 the ladder images against their clean scores.
@@ -19,7 +19,7 @@ import torch
 
 from certiqa import SmoothedIQA
 from certiqa.denoisers import load_denoiser, pretrained
-from certiqa.evaluation import EvaluationResult, evaluate_model, markdown_table
+from certiqa.model_evaluation import EvaluationResult, evaluate_model, markdown_table
 from certiqa.metrics import srocc
 from certiqa.models import CNNIQA, default_model
 

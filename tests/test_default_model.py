@@ -10,7 +10,7 @@ import torch
 import certiqa
 from certiqa.cli import main
 from certiqa.distortions import DISTORTIONS, distort
-from certiqa.evaluation import evaluate_model
+from certiqa.model_evaluation import evaluate_model
 from certiqa.io import load_image
 from certiqa.models import CNNIQA, DEFAULT_CONFIG, default_model
 from certiqa.models.default import DEFAULT_WEIGHTS

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from certiqa.distortions import distort_with
-from certiqa.evaluation import evaluate_model, markdown_table, read_manifest
+from certiqa.model_evaluation import evaluate_model, markdown_table, read_manifest
 from certiqa.models.cnniqa import rgb_to_luma
 from certiqa.models.default_training import (
     CROP,
