@@ -82,6 +82,9 @@ ATTACK_NORMS = {
 }
 ScoreFn = Callable[[torch.Tensor, int], torch.Tensor]
 
+# rows of one image each: the tightness ratio of each side (results.csv only, not the markdown table)
+PER_IMAGE_FAMILY = "tightness per image"
+
 
 @dataclass
 class Defense:
@@ -571,6 +574,8 @@ def _certify_rows(
             sides = TightnessResult(float(cert.median[i]), float(cert.lower[i]), float(cert.upper[i]),
                                     float(moved[0]), float(moved[1]))
             ratios.append(sides.ratio)
+            result.add(f"tightness {label}, {im.name}: up / down", defense.name,
+                       f"{sides.ratio_up:.3g} / {sides.ratio_down:.3g}", family=PER_IMAGE_FAMILY, budget=label)
             bar.update(1)
         certified = int(cert.certified.sum())
         mean_width = float(cert.width[cert.certified].mean())
@@ -650,10 +655,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def format_markdown(result: ComparisonResult, digits: int = 3) -> str:
-    """A markdown table: one row per metric (first-seen order), one column per defense; '—' where not applicable."""
+    """A markdown table: one row per metric (first-seen order), one column per defense; '—' where not
+    applicable. The per-image tightness rows are left to ``results.csv``."""
     metrics_order: list[str] = []
     for row in result.rows:
-        if row["metric"] not in metrics_order:
+        if row["family"] != PER_IMAGE_FAMILY and row["metric"] not in metrics_order:
             metrics_order.append(row["metric"])
     cells = {(r["metric"], r["defense"]): r["value"] for r in result.rows}
     lines = ["| metric | " + " | ".join(result.defenses) + " |", "| --- |" + " --- |" * len(result.defenses)]

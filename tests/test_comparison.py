@@ -92,6 +92,9 @@ def test_tiny_end_to_end(tiny_result, tmp_path):
         tight = result.value("tightness l2 0.02: attacked median shift / certified half-width", name)
         mean, rest = tight.split(" (max ")
         assert 0 <= float(mean) <= float(rest.split(";")[0]) and tight.endswith("; 3 img)")
+        per_image = [r for r in result.rows if r["family"] == "tightness per image" and r["defense"] == name]
+        assert [r["metric"] for r in per_image] == [f"tightness l2 0.02, im{i}: up / down" for i in range(3)]
+        assert all(len(r["value"].split(" / ")) == 2 for r in per_image)
         assert result.value("certified l2 0.5: width (certified/images)", name) == "none/3"
         assert result.value("tightness l2 0.5: attacked median shift / certified half-width", name) == "n/a"
     with pytest.raises(KeyError):
@@ -101,6 +104,7 @@ def test_tiny_end_to_end(tiny_result, tmp_path):
     assert lines[0] == "| metric | base | bits | rotation | smoothing | smoothing + denoiser |"
     assert all(line.count("|") == 7 for line in lines)  # no stray pipes in metric names
     assert "| certified l2 0.02: width (certified/images) | — | — | — |" in table
+    assert "im0: up / down" not in table  # per-image rows go to results.csv only
     summary = summarize(result)
     assert sorted(r["robustness_rank"] for r in summary) == list(range(1, 6))
     assert sorted(r["fidelity_rank"] for r in summary) == list(range(1, 6))
