@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from certiqa.denoisers.nets import ARCHITECTURES
-from certiqa.models import CNNIQA
+from certiqa.options import add_model_arguments, load_model_from_args, model_spec
 
 HEIGHT, WIDTH = 384, 512
 
@@ -44,11 +44,12 @@ DEFAULT_CONFIGS = [
 ]
 
 
-def gflop(module: nn.Module, shape: tuple[int, ...]) -> float:
-    """GFLOP (2 x MACs of convolutions and matrix products) of one forward pass, on the meta device."""
-    meta = module.to("meta")
+def gflop(module: nn.Module, shape: tuple[int, ...], device: str = "meta") -> float:
+    """GFLOP (2 x MACs of convolutions and matrix products) of one forward pass (on the meta
+    device unless ``device`` says otherwise: a loaded model runs one real pass)."""
+    module = module.to(device)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(torch.empty(shape, device="meta"))
+        module(torch.rand(shape, device=device) if device != "meta" else torch.empty(shape, device="meta"))
     return counter.get_total_flops() / 1e9
 
 
@@ -61,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4, help="noisy images per timed forward pass")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_model_arguments(p, default="certiqa.models:CNNIQA", denoiser=False)  # the model the ratios refer to
     p.add_argument("--config", action="append", default=[], metavar="'ARCH JSON'",
                    help="a denoiser to measure, e.g. 'subpixel_dncnn {\"scale\": 4}' (default: a built-in list)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
     configs = DEFAULT_CONFIGS
     if args.config:
         configs = []
@@ -76,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"bench_denoisers.py: error: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}.")
             configs.append((arch, json.loads(text or "{}")))
     shape = (1, 3, HEIGHT, WIDTH)
-    entries: list[tuple[str, nn.Module]] = [("CNNIQA forward pass", CNNIQA())]
-    entries += [(label(arch, cfg), ARCHITECTURES[arch](**cfg)) for arch, cfg in configs]
-    flops = {name: gflop(m, shape) for name, m in entries}
-    params = {name: sum(t.numel() for t in m.parameters()) for name, m in entries}
-    nets = [(name, m.to_empty(device=device).eval()) for name, m in entries]
-    for _, m in nets:  # to_empty leaves memory uninitialised: finite values for honest timing
+    model = load_model_from_args(args).eval()
+    reference = f"{model_spec(args)} forward pass"
+    denoisers = [(label(arch, cfg), ARCHITECTURES[arch](**cfg)) for arch, cfg in configs]
+    flops = {reference: gflop(model, shape, "cpu"), **{name: gflop(m, shape) for name, m in denoisers}}
+    params = {name: sum(t.numel() for t in m.parameters()) for name, m in [(reference, model), *denoisers]}
+    nets = [(reference, model.to(device))] + [(name, m.to_empty(device=device).eval()) for name, m in denoisers]
+    for _, m in nets[1:]:  # to_empty leaves memory uninitialised: finite values for honest timing
         for t in m.parameters():
             nn.init.normal_(t, std=0.01)
     x = (torch.rand((args.batch,) + shape[1:], device=device) + 0.12 * torch.randn((args.batch,) + shape[1:], device=device)).clamp(0, 1)
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append((time.perf_counter() - start) / args.batch)
     base = nets[0][0]
     print(f"per noisy {WIDTH}x{HEIGHT} RGB image; batch {args.batch}, {args.rounds} rounds, {args.threads} thread(s), {device}")
-    print("| network | params | GFLOP | ms | GFLOP / CNNIQA | time / CNNIQA |")
+    print(f"reference model: {model_spec(args)}")
+    print("| network | params | GFLOP | ms | GFLOP / model | time / model |")
     print("|---|---|---|---|---|---|")
     for name, _ in nets:
         ms = 1000 * statistics.median(times[name])
