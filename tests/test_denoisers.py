@@ -31,7 +31,7 @@ from certiqa.denoisers.training import (
     train_denoiser,
 )
 from certiqa.losses import LossWeights, combined_loss, correlation_loss, image_mse, ranking_loss, score_fidelity
-from certiqa.models import CNNIQA
+from certiqa.models import CNNIQA, LoadedModel
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"depth": 3, "features": 8, "batch_norm": False}
@@ -660,3 +660,13 @@ def test_certify_command_takes_a_live_denoiser_file_with_live_weights(shared_dat
     smoothed = SmoothedIQA(CNNIQA.from_file(weights), 0.12, n=16, alpha=0.1, seed=0, denoiser=load_denoiser(den_path))
     samples = smoothed.sample(load_image(image)[None], seed=image_noise_seed(0, row["image_sha256"]))  # per-image noise
     assert row["median"] == pytest.approx(float(samples[0, 7]), abs=1e-4)  # y_(ceil(16/2))
+
+
+def test_fingerprint_sees_through_loaded_model_and_refuses_callables():
+    inner = DnCNN(depth=2, features=2)
+    wrapped = LoadedModel(inner, spec="x", file=None, lower_better=None, score_range=None, min_size=1)
+    assert fingerprint(wrapped) == fingerprint(inner)
+    with pytest.raises(TypeError, match="needs an nn.Module"):
+        fingerprint(lambda z: z.mean((1, 2, 3)))
+    with pytest.raises(TypeError, match="needs an nn.Module"):
+        fingerprint(LoadedModel(lambda z: z, spec="x", file=None, lower_better=None, score_range=None, min_size=1))

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import metrics
+from ..models.spec import LoadedModel
 from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
 
@@ -28,9 +29,17 @@ __all__ = ["fingerprint", "smoothed_records", "summarise"]
 
 def fingerprint(module: nn.Module | None) -> str:
     """A SHA-256 hex digest of a module's class and state dict ('none' for None): two modules
-    with the same digest compute the same function."""
+    with the same digest compute the same function. A :class:`~certiqa.models.LoadedModel` is
+    fingerprinted as the module it wraps; a plain callable raises TypeError."""
     if module is None:
         return "none"
+    while isinstance(module, LoadedModel):
+        module = module.model
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"cannot fingerprint a {type(module).__name__}: a cache needs an nn.Module (its weights tell "
+            "models apart). Wrap the callable in an nn.Module, or run without a cache folder."
+        )
     digest = hashlib.sha256(type(module).__qualname__.encode())
     for key, tensor in module.state_dict().items():
         digest.update(key.encode())
