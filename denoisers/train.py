@@ -1,10 +1,12 @@
 """Train a denoiser D for a frozen NR-IQA model f and a noise level sigma (or a range).
 
-Example (CNNIQA-LIVE, sigma 0.12, MSE + ranking, a few minutes on a CPU):
+Example (CNNIQA-LIVE, sigma 0.12, MSE + ranking, a few minutes on a CPU), on redistributable
+scikit-image photographs and their graded distortions (never on ../shared/data: it is the
+evaluation set):
 
-    python denoisers/train.py --model cnniqa:../shared/data/models/cnniqa-live.pt \
-        --data ../shared/data/manifest.csv --include images/reference images/labelled images/distorted \
-        --sigma 0.12 --steps 300 --w-mse 1 --w-rank 0.05 --out runs/live_s012_rank
+    python denoisers/make_training_photos.py runs/photos_grid --grid gaussian_blur jpeg gaussian_noise pixelate quantize
+    python denoisers/train.py --model cnniqa:../shared/data/models/cnniqa-live.pt --data runs/photos_grid \
+        --sigma 0.12 --crop 97 --steps 300 --w-mse 1 --w-rank 0.05 --out runs/live_s012_rank
 
 Kill it at any time and add --resume to the same command to continue where it stopped.
 """
