@@ -670,3 +670,16 @@ def test_fingerprint_sees_through_loaded_model_and_refuses_callables():
         fingerprint(lambda z: z.mean((1, 2, 3)))
     with pytest.raises(TypeError, match="needs an nn.Module"):
         fingerprint(LoadedModel(lambda z: z, spec="x", file=None, lower_better=None, score_range=None, min_size=1))
+
+
+def test_shipped_default_mse_denoiser_loads_runs_and_costs_at_most_3_cnniqa():
+    """The default model's MSE-only denoiser, shipped for the issue-10 comparison (MSE only vs ranking)."""
+    path = REPO / "denoisers" / "weights" / "default_sigma0.12_mse.pt"
+    den = load_denoiser(path)
+    assert type(den) is SubpixelDnCNN and den.meta["sigma"] == [0.12, 0.12] and den.meta["base_model"] == "default"
+    assert den.meta["loss_weights"]["rank"] == 0 and den.meta["loss_weights"]["fidelity"] == 0  # MSE only
+    x = torch.rand(2, 3, 41, 47)
+    with torch.no_grad():
+        y = den(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    assert den.macs(384, 512) / _cnniqa_macs(CNNIQA(), 384, 512) <= 3
