@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"train.py: error: {err}") from None
     print(f"trained {result.step} steps; wrote {Path(args.out) / 'denoiser.pt'}")
+    if result.best_validation is not None:
+        best = result.best_validation
+        print(f"best validation SROCC {best['srocc_base']:.4f} at step {int(best['step'])}: "
+              f"{Path(args.out) / 'denoiser_best.pt'}")
     return 0
 
 

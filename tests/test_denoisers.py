@@ -469,6 +469,31 @@ def test_two_step_training_run(tmp_path):
                        resume=True, progress=False)
 
 
+def test_training_keeps_the_best_validation_weights(tmp_path):
+    """denoiser_best.pt holds the weights of the validation with the highest SROCC (first of ties):
+    equal to a run stopped at that step; a resumed run keeps the same best."""
+    torch.manual_seed(0)
+    model = CNNIQA(4, 8)
+    cfg = TrainConfig(sigma=0.1, steps=6, batch_size=3, crop=36, arch_config=TINY, epoch_steps=1,
+                      checkpoint_every=1, val_n=4, lr=0.05)
+    val = _tiny_images(7)
+    res = train_denoiser(model, _tiny_images(), cfg, tmp_path / "a", val_images=val, progress=False)
+    with open(tmp_path / "a" / "val_log.csv") as fh:
+        rows = [(int(r["step"]), float(r["srocc_base"])) for r in csv.DictReader(fh)]
+    best_step, best = max(rows, key=lambda r: r[1])  # max keeps the first of ties
+    meta = read_denoiser_meta(tmp_path / "a" / "denoiser_best.pt")
+    assert meta["steps"] == best_step == res.best_validation["step"] and meta["val_srocc_base"] == best
+    stopped = train_denoiser(model, _tiny_images(), dataclasses.replace(cfg, steps=best_step), tmp_path / "b",
+                             val_images=val, progress=False)
+    best_weights = load_denoiser(tmp_path / "a" / "denoiser_best.pt").state_dict()
+    for key, value in stopped.denoiser.state_dict().items():
+        assert torch.equal(value, best_weights[key]), key
+    train_denoiser(model, _tiny_images(), dataclasses.replace(cfg, steps=2), tmp_path / "c", val_images=val,
+                   progress=False)
+    train_denoiser(model, _tiny_images(), cfg, tmp_path / "c", val_images=val, resume=True, progress=False)
+    assert read_denoiser_meta(tmp_path / "c" / "denoiser_best.pt")["steps"] == best_step
+
+
 def test_training_starts_from_init_denoiser(tmp_path):
     """init= starts from a trained denoiser; an architecture mismatch is refused."""
     torch.manual_seed(0)

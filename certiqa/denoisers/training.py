@@ -163,11 +163,24 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """The trained denoiser (eval mode), the step reached and the last validation row (or None)."""
+    """The trained denoiser (eval mode), the step reached, the last validation row and the
+    row of the best validation SROCC against the clean scores (whose weights are in
+    denoiser_best.pt), each None without validation images."""
 
     denoiser: nn.Module
     step: int
     validation: dict[str, Any] | None
+    best_validation: dict[str, Any] | None = None
+
+
+def _best_validation(path: Path) -> dict[str, Any] | None:
+    """The val_log.csv row with the highest finite srocc_base (the first of ties), or None."""
+    if not path.exists():
+        return None
+    with path.open(newline="") as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    rows = [row for row in rows if math.isfinite(row["srocc_base"])]
+    return max(rows, key=lambda row: row["srocc_base"]) if rows else None
 
 
 def _rng_states() -> dict[str, Any]:
@@ -306,7 +319,10 @@ def train_denoiser(
 ) -> TrainResult:
     """Train a denoiser for the frozen ``model``; write ``out_dir``/checkpoint.pt (every
     ``checkpoint_every`` steps and at the end), train_log.csv (one row per step),
-    val_log.csv (one row per validation) and denoiser.pt (:func:`save_denoiser`, at the end).
+    val_log.csv (one row per validation), denoiser.pt (:func:`save_denoiser`, at the end) and,
+    with validation images, denoiser_best.pt: the weights at the validation with the highest
+    SROCC against the clean scores so far (early stopping without stopping; the file's meta
+    has ``val_srocc_base``), so that a late decline costs nothing.
 
     With ``resume=True`` the run continues from ``out_dir``/checkpoint.pt (which must come
     from the same config, except ``steps``) and ends with the same weights as an
@@ -377,8 +393,16 @@ def train_denoiser(
             "rng": _rng_states(),
         })
 
+    def save(path: Path, **extra: Any) -> None:
+        save_denoiser(
+            denoiser, path, sigma=list(config.sigma_range), steps=step, score_scale=score_scale,
+            loss_weights=dataclasses.asdict(config.weights), crop=config.crop, seed=config.seed, targets=config.targets,
+            init=config.init, lr=config.lr, lr_schedule=config.lr_schedule, **extra, **(meta or {}),
+        )
+
     val_clean = _clean_scores(model, [im.image for im in val_images], device) if val_images else None
     last_val: dict[str, Any] | None = None
+    best_val = _best_validation(val_path) if resume else None
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train denoiser", dynamic_ncols=True)
     started = time.perf_counter()
     denoiser.train()
@@ -410,6 +434,10 @@ def train_denoiser(
         if val_images and step % epoch_steps == 0 and epoch % config.val_every == 0:
             last_val = {"step": step, "epoch": epoch,
                         **validate(model, denoiser, val_images, val_sigma, config.val_n, clean=val_clean, seed=config.seed)}
+            if math.isfinite(last_val["srocc_base"]) and (best_val is None or last_val["srocc_base"] > best_val["srocc_base"]):
+                best_val = last_val
+                denoiser.eval()
+                save(out / "denoiser_best.pt", val_srocc_base=last_val["srocc_base"])  # before the log row: see resume
             denoiser.train()
             _append_csv(val_path, VAL_FIELDS, last_val)
             bar.write(
@@ -420,10 +448,5 @@ def train_denoiser(
             checkpoint()
     bar.close()
     denoiser.eval()
-    save_denoiser(
-        denoiser, out / "denoiser.pt", sigma=list(config.sigma_range), steps=step, score_scale=score_scale,
-        loss_weights=dataclasses.asdict(config.weights), crop=config.crop, seed=config.seed, targets=config.targets,
-        init=config.init, lr=config.lr, lr_schedule=config.lr_schedule,
-        **(meta or {}),
-    )
-    return TrainResult(denoiser=denoiser, step=step, validation=last_val)
+    save(out / "denoiser.pt")
+    return TrainResult(denoiser=denoiser, step=step, validation=last_val, best_validation=best_val)
