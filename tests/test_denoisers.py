@@ -621,6 +621,29 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
     assert json.loads(out.with_suffix(".json").read_text())["summaries"][0]["srocc"] == plain["srocc"]
 
 
+def test_evaluate_script_width_batch_size(tmp_path, capsys):
+    """--width-batch-size draws the widths' samples in batches of that size (its own cache folder, since
+    the noise depends on the batch size): the rows equal smoothed_records at that batch size."""
+    data, weights = tmp_path / "data", tmp_path / "base.pt"
+    _write_images(data, 4)
+    torch.manual_seed(0)
+    torch.save(CNNIQA(4, 8).state_dict(), weights)
+    out = tmp_path / "eval.csv"
+    argv = ["--data", str(data), "--model", f"cnniqa:{weights}", "--n", "8", "--width-n", "16", "--width-images", "2",
+            "--batch-size", "8", "--width-batch-size", "3", "--eps", "0.02", "--bootstrap", "0", "--threads", "1",
+            "--cache", str(tmp_path / "cache"), "--quiet", "--out", str(out)]
+    assert _evaluate_script().main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "cache" / "plain").iterdir()) == ["n16_b3", "n8"]
+    with open(out) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["n"] == "16"]
+    images = [im for im in load_images(str(data), min_size=33) if im.name in {"im0.png", "im3.png"}]
+    expected = smoothed_records(CNNIQA.from_file(weights, kernels=4, hidden=8), images, 0.12, 16, 0.001, [0.02], seed=0, batch_size=3,
+                                progress=False)
+    assert [float(r["median"]) for r in rows] == pytest.approx([r["median"] for r in expected])
+    with pytest.raises(SystemExit, match="--width-batch-size must be >= 1"):
+        _evaluate_script().main(argv[:-2] + ["--width-batch-size", "0"])
+
+
 def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
     with pytest.raises(SystemExit, match="--bootstrap must be 0"):
         _evaluate_script().main(["--data", str(tmp_path), "--bootstrap", "50"])
