@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=int, default=None, help="shorter side of every image (default: full size)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of the manifest")
     p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip plain smoothing (e.g. to add one denoiser to a cached evaluation)")
     p.add_argument("--width-batch-size", type=int, default=None,
                    help="noisy copies per model call for the widths (default: --batch-size); on a CPU, large "
                         "images often run faster in small batches")
@@ -123,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--denoiser takes NAME=PATH with a NAME of letters, digits, . _ + - other than "
                                  f"'plain', got {item!r}.")
             configs.append((name, load_denoiser(path, device=device)))
+        if args.no_plain:
+            if len(configs) == 1:
+                raise ValueError("--no-plain leaves nothing to evaluate: add a --denoiser NAME=PATH.")
+            configs = configs[1:]
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"evaluate.py: error: {err}") from None
     ladder_of = {}

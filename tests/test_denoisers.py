@@ -644,6 +644,20 @@ def test_evaluate_script_width_batch_size(tmp_path, capsys):
         _evaluate_script().main(argv[:-2] + ["--width-batch-size", "0"])
 
 
+def test_evaluate_script_no_plain(tmp_path, capsys):
+    data, weights, den = tmp_path / "data", tmp_path / "base.pt", tmp_path / "den.pt"
+    _write_images(data, 3)
+    torch.save(CNNIQA(4, 8).state_dict(), weights)
+    save_denoiser(DnCNN(depth=2, features=4, batch_norm=False), den)
+    argv = ["--data", str(data), "--model", f"cnniqa:{weights}", "--n", "4", "--bootstrap", "0", "--threads", "1",
+            "--quiet", "--no-plain", "--out", str(tmp_path / "e.csv")]
+    assert _evaluate_script().main(argv + ["--denoiser", f"d={den}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| d |" in printed and "| plain |" not in printed
+    with pytest.raises(SystemExit, match="--no-plain leaves nothing to evaluate"):
+        _evaluate_script().main(argv)
+
+
 def test_evaluate_script_refuses_a_tiny_bootstrap(tmp_path):
     with pytest.raises(SystemExit, match="--bootstrap must be 0"):
         _evaluate_script().main(["--data", str(tmp_path), "--bootstrap", "50"])
