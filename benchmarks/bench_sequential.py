@@ -223,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         floor = np.where(certified, outcome.n_used, args.n0).mean()
         print(f"  had every image it does not certify stopped at n0 (a perfect futility test): mean {floor:.1f} "
               f"({args.n_max / floor:.2f}x)")
+        exact = bounds.certificate_miss_probability(looks, args.sigma, args.eps)
+        union = np.sum([bounds.certificate_miss_probability([look], args.sigma, args.eps) for look in looks], axis=0)
+        print(f"  probability that some look's certificate misses (exact, worst case over score distributions): "
+              f"lower side {exact[0]:.3g}, upper {exact[1]:.3g}; summed over the looks (what the union bound "
+              f"charges) {union[0]:.3g}, {union[1]:.3g}; allowed per side "
+              f"{sum(look.alpha_certificate for look in looks) / 2:.3g}")
 
     first = np.where(fixed_certified, oracle_first_n(draws, delta, args), 0)
     print(f"oracle bound: a full-alpha certificate tried at every n, no price for looking, images not certified "

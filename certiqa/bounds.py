@@ -52,6 +52,7 @@ __all__ = [
     "Look",
     "single_look",
     "sequential_looks",
+    "certificate_miss_probability",
     "LookOutcome",
     "look_decisions",
     "SequentialOutcome",
@@ -360,6 +361,48 @@ def sequential_looks(
             f"({looks[0].alpha_certificate:.3g} of alpha={alpha} over {len(sizes)} looks); raise n0."
         )
     return tuple(looks)
+
+
+def certificate_miss_probability(looks: Sequence[Look], sigma: float, eps: float) -> tuple[float, float]:
+    """Exact worst-case probability that some look's certificate misses, per side: (lower, upper).
+
+    For looks reading the first n_j samples of one i.i.d. stream (see :func:`sequential_looks`):
+    ``lower = P[exists j: y^(j)_(k_lower) > h_{p_lower}(x)]`` and ``upper = P[exists j:
+    y^(j)_(k_upper) < h_{p_upper}(x)]``, maximised over score distributions. The union bound
+    caps each at ``sum_j alpha_certificate_j / 2``; the difference is what the union and the
+    discrete ranks give away. A side a look cannot certify (rank None) never misses there.
+
+    How: the count of the first n samples at or below h_{p_lower} is a walk with Bernoulli(q)
+    steps, q >= p_lower, and the lower side misses at look j iff that count is < k_lower. That
+    event only grows as q falls, so q = p_lower is the worst case (attained by continuous
+    scores); its probability is carried from look to look over the count's distribution
+    (dynamic programming). The upper side: the count of samples strictly below h_{p_upper},
+    q' <= p_upper, reaching k_upper.
+    """
+    check_nonnegative("eps", eps)
+    check_positive("sigma", sigma)
+    p_lower, p_upper = percentile_levels(eps, sigma)
+    sizes = [look.n for look in looks]
+    if not sizes or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(f"looks must be non-empty with strictly increasing n, got n = {sizes}.")
+    lower = _walk_miss(sizes, [look.k_lower for look in looks], p_lower, below=True)
+    upper = _walk_miss(sizes, [look.k_upper for look in looks], p_upper, below=False)
+    return lower, upper
+
+
+def _walk_miss(sizes: Sequence[int], ranks: Sequence[int | None], q: float, below: bool) -> float:
+    """P[some look j has count < ranks[j] (below) or count >= ranks[j] (not below)] for a
+    Bernoulli(q) walk read at the given sizes; the mass that has missed is removed as it goes."""
+    counts = np.ones(1)  # distribution of the count after `previous` steps
+    previous, missed = 0, 0.0
+    for n, k in zip(sizes, ranks):
+        counts = np.convolve(counts, binom.pmf(np.arange(n - previous + 1), n - previous, q))
+        previous = n
+        if k is not None:
+            region = slice(0, k) if below else slice(k, n + 1)
+            missed += float(counts[region].sum())
+            counts[region] = 0.0
+    return missed
 
 
 @dataclass(frozen=True)

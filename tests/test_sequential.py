@@ -262,6 +262,56 @@ def test_repeated_fixed_n_tests_fail_the_same_check():
     assert union.sum() > tolerance(TRIALS, ALPHA)
 
 
+def _look(n: int, k_lower: int | None, k_upper: int | None) -> bounds.Look:
+    return bounds.Look(n, 0.1, 0.1, 0.0, k_lower, k_upper, None, None)
+
+
+def test_certificate_miss_probability_of_one_look_is_its_binomial_tail():
+    look = bounds.single_look(1000, 0.12, 0.05, 0.001)
+    p_lower, p_upper = bounds.percentile_levels(0.05, 0.12)
+    lower, upper = bounds.certificate_miss_probability([look], 0.12, 0.05)
+    assert lower == pytest.approx(stats.binom.cdf(look.k_lower - 1, 1000, p_lower), rel=1e-9)
+    assert upper == pytest.approx(stats.binom.sf(look.k_upper - 1, 1000, p_upper), rel=1e-9)
+
+
+def test_certificate_miss_probability_against_enumeration():
+    """Looks at n = 3, 5, 8 with hand-chosen ranks (the first look certifies one side only),
+    against the sum over all 2^8 outcomes of the indicators "sample at or below h_{p_lower}"
+    (Bernoulli(p_lower)) and "sample below h_{p_upper}" (Bernoulli(p_upper))."""
+    import itertools
+
+    looks = [_look(3, None, 3), _look(5, 1, 5), _look(8, 2, 7)]
+    expected = []
+    for side, p in (("lower", P_LOWER), ("upper", P_UPPER)):
+        terms = []
+        for bits in itertools.product((0, 1), repeat=8):
+            counts = [sum(bits[: look.n]) for look in looks]
+            if side == "lower":
+                miss = any(look.k_lower is not None and c < look.k_lower for look, c in zip(looks, counts))
+            else:
+                miss = any(c >= look.k_upper for look, c in zip(looks, counts))
+            if miss:
+                terms.append(p ** sum(bits) * (1 - p) ** (8 - sum(bits)))
+        expected.append(math.fsum(terms))
+    assert bounds.certificate_miss_probability(looks, SIGMA, EPS) == pytest.approx(tuple(expected), rel=1e-12)
+
+
+def test_certificate_miss_probability_matches_the_linear_model_and_the_union_bound():
+    """On the linear model (continuous scores, the worst case) the fraction of trials where some
+    look's lower (upper) bound misses matches the exact probability (two-sided binomial check at
+    LEVEL per side); the exact value lies between the largest single look's and the union's."""
+    h_lo, h_hi = _truth("linear")
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA)
+    outcomes = _every_look(_draws("linear", seed=3), looks, 0.4)
+    exact = bounds.certificate_miss_probability(looks, SIGMA, EPS)
+    missed = [np.any([o.lower > h_lo for o in outcomes], axis=0), np.any([o.upper < h_hi for o in outcomes], axis=0)]
+    singles = [[stats.binom.cdf(lk.k_lower - 1, lk.n, P_LOWER) for lk in looks],
+               [stats.binom.sf(lk.k_upper - 1, lk.n, P_UPPER) for lk in looks]]
+    for count, p, single in zip((m.sum() for m in missed), exact, singles):
+        assert stats.binom.ppf(LEVEL / 2, TRIALS, p) <= count <= stats.binom.isf(LEVEL / 2, TRIALS, p), (count, p)
+        assert max(single) < p < math.fsum(single) <= math.fsum(lk.alpha_certificate / 2 for lk in looks)
+
+
 # --- SmoothedIQA.certify_sequential -------------------------------------------------------------
 
 
@@ -485,6 +535,9 @@ def test_non_finite_score_names_the_original_image_index():
         (lambda: bounds.sequential_looks(16, 64, 0.1, -0.1, 0.1), "eps must be"),
         (lambda: bounds.sequential_looks(16, 64, 0.0, 0.1, 0.1), "sigma must be"),
         (lambda: bounds.look_decisions(np.zeros((2, 9)), HAND_LOOK, 1.0), "shape \\(A, 10\\) .* got \\(2, 9\\)"),
+        (lambda: bounds.certificate_miss_probability([], 0.1, 0.1), "non-empty with strictly increasing n, got n = \\[\\]"),
+        (lambda: bounds.certificate_miss_probability([HAND_LOOK, HAND_LOOK], 0.1, 0.1), "got n = \\[10, 10\\]"),
+        (lambda: bounds.certificate_miss_probability([HAND_LOOK], 0.0, 0.1), "sigma must be"),
         (lambda: bounds.look_decisions(np.zeros(10), HAND_LOOK, 1.0), "shape \\(A, 10\\)"),
         (lambda: bounds.look_decisions(np.zeros((1, 10)), HAND_LOOK, -1.0), "delta must be"),
         (lambda: bounds.sequential_decisions(np.zeros((2, 9)), [HAND_LOOK], 1.0), "m >= 10 .* got \\(2, 9\\)"),
