@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from certiqa import metrics  # noqa: E402
 from certiqa.denoisers import load_denoiser  # noqa: E402
-from certiqa.denoisers.evaluation import smoothed_records, summarise  # noqa: E402
+from certiqa.denoisers.evaluation import median_agreement, smoothed_records, summarise  # noqa: E402
 from certiqa.denoisers.training import load_images  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, require_metadata, resolve_device  # noqa: E402
 from certiqa.sweep import read_human_scores  # noqa: E402
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             width_rows = records(width_images, width_n, width_batch_size)
             widths = summarise(width_rows, args.eps, lower_better=lower_better)
             summary.update({k: v for k, v in widths.items() if k.startswith(("width_", "certified_"))})
+            if width_n != args.n:
+                summary["median_agreement"] = median_agreement(rows, width_rows)
             all_rows += [{"config": name, "n": width_n, **r} for r in width_rows]
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         summaries.append(summary)
@@ -175,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                             f" ({100 * s[f'certified_{e:g}']:.0f}% cert.)") for e in args.eps)
         cells = [s["srocc"], s["plcc"], s["plcc_raw"], s["krocc"], s["ladder_srocc"], s["srocc_human"]]
         print(f"| {s['config']} | " + " | ".join(f"{c:.4f}" for c in cells) + f" | {s['shift']:.3f} | {widths} |")
+    if any("median_agreement" in s for s in summaries):
+        print(f"\nMedians at n {args.n} against n {width_n} on the {len(width_images)} width images (is n {args.n} "
+              f"enough for the correlation columns?):\n")
+        print(f"| config | SROCC n {args.n} vs n {width_n} | mean abs difference | max abs difference | "
+              f"SROCC vs clean, n {args.n} | SROCC vs clean, n {width_n} |")
+        print("|---|---|---|---|---|---|")
+        for s in summaries:
+            a = s["median_agreement"]
+            print(f"| {s['config']} | {a['srocc_between']:.4f} | {a['mean_abs_difference']:.4f} | "
+                  f"{a['max_abs_difference']:.4f} | {a['srocc']:.4f} | {a['srocc_reference']:.4f} |")
     differences = []
     if args.bootstrap:
         print("\nDifferences against the clean scores (95 % paired bootstrap interval over images):\n")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from certiqa import SmoothedIQA
 from certiqa.denoisers import DnCNN, SubpixelDnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
-from certiqa.denoisers.evaluation import fingerprint, smoothed_records, summarise
+from certiqa.denoisers.evaluation import fingerprint, median_agreement, smoothed_records, summarise
 from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
@@ -396,6 +396,23 @@ def test_summary_human_shift_and_undefined_correlations():
     assert two["width_0.1"] == 2.0 and two["certified_0.1"] == 1.0
 
 
+def test_median_agreement_by_hand():
+    rows = [{"name": n, "median": m, "clean": c} for n, m, c in (("a", 1.0, 1.0), ("b", 2.0, 2.0), ("c", 3.0, 3.0),
+                                                                 ("d", 4.0, 4.0))]
+    reference = [{"name": n, "median": m, "clean": c} for n, m, c in (("d", 4.5, 4.0), ("b", 1.0, 2.0),
+                                                                      ("c", 3.0, 3.0))]
+    a = median_agreement(rows, reference)
+    # small medians (4, 2, 3) against large (4.5, 1, 3): same order; clean (4, 2, 3)
+    assert a["images"] == 3 and a["srocc_between"] == pytest.approx(1.0)
+    assert a["mean_abs_difference"] == pytest.approx((0.5 + 1.0 + 0.0) / 3) and a["max_abs_difference"] == 1.0
+    assert a["srocc"] == pytest.approx(1.0) and a["srocc_reference"] == pytest.approx(1.0)
+    swapped = median_agreement(rows, [dict(r, median=-r["median"]) for r in reference])
+    assert swapped["srocc_between"] == pytest.approx(-1.0) and swapped["srocc_reference"] == pytest.approx(-1.0)
+    assert math.isnan(median_agreement(rows, reference[:2])["srocc_between"])  # 2 pairs: undefined
+    with pytest.raises(ValueError, match=r"missing \['e'\] \(1 in all\)"):
+        median_agreement(rows, reference + [{"name": "e", "median": 0.0, "clean": 0.0}])
+
+
 def test_smoothed_records_cache_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     torch.manual_seed(0)
     f = CNNIQA(4, 8).eval()
@@ -603,6 +620,7 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| plain |" in printed and "| id |" in printed and "SROCC id - plain:" in printed
     assert "widths from n 16 on 3 images" in printed
+    assert "Medians at n 12 against n 16 on the 3 width images" in printed and printed.count("| plain | ") == 2
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * (8 + 3) and {r["config"] for r in rows} == {"plain", "id"}
@@ -615,6 +633,9 @@ def test_evaluate_script_end_to_end_with_bootstrap(tmp_path, capsys):
     plain = summary["summaries"][0]
     widths = [float(r["width_0.02"]) for r in rows if r["config"] == "plain" and r["n"] == "16"]
     assert plain["width_0.02"] == pytest.approx(sum(widths) / 3) and plain["human_images"] == 0
+    small = {r["name"]: float(r["median"]) for r in rows if r["config"] == "plain" and r["n"] == "12"}
+    large = [(small[r["name"]], float(r["median"])) for r in rows if r["config"] == "plain" and r["n"] == "16"]
+    assert plain["median_agreement"]["mean_abs_difference"] == pytest.approx(sum(abs(a - b) for a, b in large) / 3)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["id", "plain"]
     assert sorted(p.name for p in (tmp_path / "cache" / "plain").iterdir()) == ["n12", "n16"]
     assert _evaluate_script().main(argv) == 0  # a second run reads every sample back from the cache

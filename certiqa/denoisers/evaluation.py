@@ -24,7 +24,7 @@ from ..models.spec import LoadedModel
 from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
 
-__all__ = ["fingerprint", "smoothed_records", "summarise"]
+__all__ = ["fingerprint", "smoothed_records", "summarise", "median_agreement"]
 
 
 def fingerprint(module: nn.Module | None) -> str:
@@ -184,3 +184,30 @@ def summarise(
         out[f"width_{e:g}"] = sum(finite) / len(finite) if finite else math.inf
         out[f"certified_{e:g}"] = len(finite) / len(widths) if widths else math.nan
     return out
+
+
+def median_agreement(rows: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """How the medians of ``rows`` (e.g. n 16 per image) agree with those of ``reference``
+    (e.g. n 1000) on the images of ``reference`` (matched by name; each must be in ``rows``).
+
+    Returns ``images``; ``srocc_between``, the SROCC between the two sets of medians;
+    ``mean_abs_difference`` and ``max_abs_difference`` (score units); ``srocc`` and
+    ``srocc_reference``, each set's SROCC against the clean scores. Correlations are NaN
+    where undefined. Whether a small n is enough for the correlation columns: if the two
+    sets rank the images alike, more samples would not change those columns much."""
+    median_of = {r["name"]: r["median"] for r in rows}
+    missing = [r["name"] for r in reference if r["name"] not in median_of]
+    if missing:
+        raise ValueError(f"every reference image must have a row; missing {missing[:3]} ({len(missing)} in all).")
+    small = [median_of[r["name"]] for r in reference]
+    large = [r["median"] for r in reference]
+    clean = [r["clean"] for r in reference]
+    differences = [abs(a - b) for a, b in zip(small, large)]
+    return {
+        "images": len(reference),
+        "srocc_between": _defined(metrics.srocc, small, large),
+        "mean_abs_difference": sum(differences) / len(differences) if differences else math.nan,
+        "max_abs_difference": max(differences, default=math.nan),
+        "srocc": _defined(metrics.srocc, small, clean),
+        "srocc_reference": _defined(metrics.srocc, large, clean),
+    }
