@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import beta as beta_distribution
 from scipy.stats import binom, norm
 
 from ._checks import check_int, check_nonnegative, check_open_unit, check_positive
@@ -41,12 +42,17 @@ __all__ = [
     "inward_interval",
     "CERTIFIED",
     "NOT_CERTIFIABLE",
+    "FUTILE",
     "UNDECIDED",
     "DECISIONS",
     "SPENDING",
+    "FUTILITY",
     "DEFAULT_N0",
     "FUTILITY_SHARE",
+    "DEFAULT_FUTILITY_ERROR",
     "inner_ranks",
+    "prediction_levels",
+    "futility_setting",
     "look_sizes",
     "look_alphas",
     "Look",
@@ -195,11 +201,14 @@ def inward_interval(center: float, delta: float) -> tuple[float, float]:
 
 CERTIFIED = "certified"
 NOT_CERTIFIABLE = "not certifiable"
+FUTILE = "futile"
 UNDECIDED = "undecided"
-DECISIONS = (CERTIFIED, NOT_CERTIFIABLE, UNDECIDED)
+DECISIONS = (CERTIFIED, NOT_CERTIFIABLE, FUTILE, UNDECIDED)
 SPENDING = ("equal", "decreasing")
+FUTILITY = ("proof", "prediction")
 DEFAULT_N0 = 64  # samples of the first look
 FUTILITY_SHARE = 0.5  # part of a look's alpha given to the "not certifiable" test where it can fire
+DEFAULT_FUTILITY_ERROR = 0.05  # futility="prediction": chance of stopping an image fixed n would certify
 
 
 def inner_ranks(
@@ -225,14 +234,57 @@ def inner_ranks(
     """
     check_int("n (the number of noise samples)", n)
     check_open_unit("alpha", alpha)
-    p_lower, p_upper = percentile_levels(eps, sigma, p)
+    return _inner_ranks_at(n, *percentile_levels(eps, sigma, p), alpha)
+
+
+def _inner_ranks_at(n: int, level_lower: float, level_upper: float, alpha: float) -> tuple[int | None, int | None]:
+    """:func:`inner_ranks` for the levels h_{level_lower}, h_{level_upper} (same guarantee)."""
     ks = np.arange(1, int(n) + 1)
     confidence = 1.0 - alpha / 2.0
-    lower_ok = binom.cdf(ks - 1, n, p_lower) >= confidence  # P[B <= k-1], increasing in k
-    upper_ok = binom.sf(ks - 1, n, p_upper) >= confidence  # P[B >= k], decreasing in k
+    lower_ok = binom.cdf(ks - 1, n, level_lower) >= confidence  # P[B <= k-1], increasing in k
+    upper_ok = binom.sf(ks - 1, n, level_upper) >= confidence  # P[B >= k], decreasing in k
     k_inner_lower = int(ks[lower_ok][0]) if lower_ok.any() else None
     k_inner_upper = int(ks[upper_ok][-1]) if upper_ok.any() else None
     return k_inner_lower, k_inner_upper
+
+
+def prediction_levels(n_max: int, sigma: float, eps: float, alpha: float, gamma: float) -> tuple[float, float]:
+    """Levels (a, b) that the fixed-n certificate's order statistics reach with probability >= 1 - gamma.
+
+    With ``(k_lower, k_upper) = bound_ranks(n_max, sigma, eps, alpha)``, ``a`` is the smallest
+    level with ``P[Binomial(n_max, a) <= k_lower - 1] <= gamma/2`` and ``b`` the largest with
+    ``P[Binomial(n_max, b) >= k_upper] <= gamma/2``; in closed form ``a = BetaInv(1 - gamma/2;
+    k_lower, n_max - k_lower + 1)`` and ``b = BetaInv(gamma/2; k_upper, n_max - k_upper + 1)``.
+
+    Guarantee: for n_max sorted i.i.d. samples of f(x + G), with probability >= 1 - gamma,
+    ``y_(k_lower) <= h_a(x)`` and ``y_(k_upper) >= h_b(x)``, so the fixed-n interval is at least
+    h_b - h_a wide, and where h_b - h_a > 2 delta it certifies nothing within +-delta.
+
+    Proof sketch: y_(k) > h_a only if fewer than k samples fall at or below h_a, a
+    Binomial(n_max, q) count with q >= a, so its probability is at most
+    ``P[Binomial(n_max, a) <= k - 1]``; y_(k) < h_b only if at least k fall strictly below
+    h_b, a Binomial(n_max, q') count with q' <= b. ``P[Binomial(n, a) <= k - 1]`` is
+    ``1 - BetaCDF(a; k, n - k + 1)``.
+
+    Raises ValueError when n_max samples certify no side at ``alpha``.
+    """
+    check_open_unit("gamma", gamma)
+    k_lower, k_upper = bound_ranks(n_max, sigma, eps, alpha)
+    if k_lower is None or k_upper is None:
+        raise ValueError(
+            f"n_max={n_max} samples certify no interval at eps={eps}, sigma={sigma}, alpha={alpha}: "
+            "there is no fixed-n certificate to predict; raise n_max."
+        )
+    a = float(beta_distribution.ppf(1.0 - gamma / 2.0, k_lower, n_max - k_lower + 1))
+    b = float(beta_distribution.ppf(gamma / 2.0, k_upper, n_max - k_upper + 1))
+    return a, b
+
+
+def futility_setting(futility: str, futility_error: float) -> str:
+    """The futility test as one word for tables: ``"proof"``, or ``"prediction E"`` (E its error)."""
+    if futility not in FUTILITY:
+        raise ValueError(f"futility must be one of {FUTILITY}, got {futility!r}.")
+    return futility if futility == "proof" else f"{futility} {futility_error:g}"
 
 
 def look_sizes(n0: int, n_max: int) -> tuple[int, ...]:
@@ -283,9 +335,12 @@ class Look:
     """One look of a sequential certification: n samples, its alpha, and its ranks.
 
     ``alpha == alpha_certificate + alpha_futility``. The certificate ranks are
-    ``bound_ranks(n, sigma, eps, alpha_certificate)``; the inner ranks of the "not
-    certifiable" test are ``inner_ranks(n, sigma, eps, alpha_futility)``, or both
-    None with ``alpha_futility == 0`` where that test is off (see :func:`sequential_looks`).
+    ``bound_ranks(n, sigma, eps, alpha_certificate)``. ``futility`` says what the inner
+    ranks test: ``"proof"``, the "not certifiable" test, inner ranks
+    ``inner_ranks(n, sigma, eps, alpha_futility)``; ``"prediction"``, the "futile" test, inner
+    ranks at the :func:`prediction_levels` with error ``futility_error`` and
+    ``alpha_futility == 0``. Both inner ranks are None where the look has no such test
+    (see :func:`sequential_looks`).
     """
 
     n: int
@@ -296,10 +351,12 @@ class Look:
     k_upper: int | None
     k_inner_lower: int | None
     k_inner_upper: int | None
+    futility: str = "proof"
+    futility_error: float = 0.0
 
     @property
     def has_futility_test(self) -> bool:
-        return self.alpha_futility > 0.0
+        return self.k_inner_lower is not None and self.k_inner_upper is not None
 
 
 def single_look(n: int, sigma: float, eps: float, alpha: float) -> Look:
@@ -312,7 +369,14 @@ def single_look(n: int, sigma: float, eps: float, alpha: float) -> Look:
 
 
 def sequential_looks(
-    n0: int, n_max: int, sigma: float, eps: float, alpha: float, spending: str = "equal"
+    n0: int,
+    n_max: int,
+    sigma: float,
+    eps: float,
+    alpha: float,
+    spending: str = "equal",
+    futility: str = "proof",
+    futility_error: float = DEFAULT_FUTILITY_ERROR,
 ) -> tuple[Look, ...]:
     """The looks of a sequential certification of h_0.5 within radius eps, all fixed in advance.
 
@@ -337,24 +401,51 @@ def sequential_looks(
     number of samples can certify). Samples drawn for other images, or the looks never
     reached, do not matter: each fresh noise draw is independent of everything before.
 
+    ``futility="prediction"`` replaces the "not certifiable" test by a cheaper "futile" one,
+    which predicts rather than proves: with ``(a, b) = prediction_levels(n_max, sigma, eps,
+    alpha, futility_error / 2)``, look j tests ``y^(j)_(k_inner_upper) - y^(j)_(k_inner_lower) >
+    2 delta`` with the inner ranks of the levels a, b at error ``futility_error / (2 (J + 1))``
+    (:func:`inner_ranks` with a, b for p_lower, p_upper). It spends none of alpha: every
+    look's certificate gets all of alpha_j, and the guarantee above holds as stated for the
+    certificates. What it gives instead, per image: the probability that the procedure
+    answers "futile" at some look while the fixed-n certificate (:func:`bound_ranks` at
+    n_max and the whole alpha) on the first n_max samples of the same stream would certify
+    within +-delta is at most ``futility_error``. Proof sketch: outside two events, some
+    look's inner statement failing (probability <= futility_error / 2, union bound) and the
+    fixed-n ranks falling inside [h_a, h_b] (<= futility_error / 2, :func:`prediction_levels`),
+    "futile" means h_b - h_a > 2 delta, so the fixed-n interval is wider than 2 delta and
+    certifies nothing. The levels a, b lie outside [p_lower, p_upper] by the little that
+    n_max samples pay at alpha, and the error is a prediction error rather than a
+    certificate's, so the test fires on images far closer to delta than the "not
+    certifiable" test, which must hold with probability 1 - alpha_j / 2.
+
     Raises ValueError when the first look cannot certify anything (n0 too small for
     its alpha_0), which would only waste alpha.
     """
     check_nonnegative("eps", eps)
     check_positive("sigma", sigma)
+    if futility not in FUTILITY:
+        raise ValueError(f"futility must be one of {FUTILITY}, got {futility!r}.")
     sizes = look_sizes(n0, n_max)
     alphas = look_alphas(len(sizes), alpha, spending)
+    if futility == "prediction":
+        check_open_unit("futility_error", futility_error)
+        levels = prediction_levels(n_max, sigma, eps, alpha, futility_error / 2.0)
+        look_error = futility_error / (2.0 * len(sizes))
     looks = []
     for n, alpha_j in zip(sizes, alphas):
-        k_inner_lower, k_inner_upper = inner_ranks(n, sigma, eps, FUTILITY_SHARE * alpha_j)
-        if k_inner_lower is not None and k_inner_upper is not None and k_inner_lower < k_inner_upper:
-            alpha_futility = FUTILITY_SHARE * alpha_j
+        if futility == "prediction":
+            k_inner_lower, k_inner_upper = _inner_ranks_at(n, *levels, look_error)
+            error, alpha_futility = look_error, 0.0
         else:
-            alpha_futility, k_inner_lower, k_inner_upper = 0.0, None, None
+            k_inner_lower, k_inner_upper = inner_ranks(n, sigma, eps, FUTILITY_SHARE * alpha_j)
+            error, alpha_futility = 0.0, FUTILITY_SHARE * alpha_j
+        if k_inner_lower is None or k_inner_upper is None or k_inner_lower >= k_inner_upper:
+            error, alpha_futility, k_inner_lower, k_inner_upper = 0.0, 0.0, None, None
         alpha_certificate = alpha_j - alpha_futility
         k_lower, k_upper = bound_ranks(n, sigma, eps, alpha_certificate)
         looks.append(Look(n, alpha_j, alpha_certificate, alpha_futility, k_lower, k_upper, k_inner_lower,
-                          k_inner_upper))
+                          k_inner_upper, futility, error))
     if looks[0].k_lower is None or looks[0].k_upper is None:
         raise ValueError(
             f"n0={sizes[0]} samples cannot certify eps={eps} at the first look's alpha "
@@ -422,13 +513,16 @@ def look_decisions(sorted_samples: np.ndarray, look: Look, delta: float) -> Look
 
     - ``"certified"``: ``median - delta <= lower`` and ``upper <= median + delta``, compared
       exactly (:func:`inward_interval`);
-    - ``"not certifiable"``: the test is on and
+    - ``"not certifiable"``: the look's test is on (``futility="proof"``) and
       ``y_(k_inner_upper) - y_(k_inner_lower) > 2 delta`` (a lower confidence bound on
       h_{p_upper} - h_{p_lower}, which every certified interval must contain);
+    - ``"futile"``: the same comparison for a ``futility="prediction"`` look (a lower
+      confidence bound on h_b - h_a, so the fixed-n certificate would not certify);
     - ``"undecided"`` otherwise: draw the next look's samples, or stop undecided at n_max.
 
-    The two first cases exclude each other: the inner ranks lie inside the certificate's
-    ranks (both confidences exceed 1/2), so a width above 2 delta rules out certification.
+    A certified row is never reported otherwise. For ``"proof"`` looks the cases exclude
+    each other anyway: the inner ranks lie inside the certificate's ranks (both confidences
+    exceed 1/2), so a width above 2 delta rules out certification.
     """
     samples = np.asarray(sorted_samples, dtype=np.float64)
     if samples.ndim != 2 or samples.shape[1] != look.n:
@@ -447,7 +541,8 @@ def look_decisions(sorted_samples: np.ndarray, look: Look, delta: float) -> Look
         futile = samples[:, look.k_inner_upper - 1] - samples[:, look.k_inner_lower - 1] > 2.0 * delta
     else:
         futile = np.zeros(rows, dtype=bool)
-    decision = np.where(certified, CERTIFIED, np.where(futile, NOT_CERTIFIABLE, UNDECIDED))
+    stopped = NOT_CERTIFIABLE if look.futility == "proof" else FUTILE
+    decision = np.where(certified, CERTIFIED, np.where(futile, stopped, UNDECIDED))
     return LookOutcome(decision=decision, lower=lower, median=median, upper=upper)
 
 

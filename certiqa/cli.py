@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .bounds import DECISIONS, DEFAULT_N0, sequential_looks
+from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_N0, FUTILITY, sequential_looks
 from .distributed import join
 from .io import find_images
 from .options import (
@@ -41,17 +41,23 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
     if args.resume and not args.out:
         raise SystemExit("certiqa: error: --resume needs --out, the file to resume.")
-    if args.delta is None and (args.n_max is not None or args.n0 is not None):
-        raise SystemExit("certiqa: error: --n-max and --n0 need --delta (they set up sequential certification).")
+    if args.delta is None and (args.n_max is not None or args.n0 is not None or args.futility is not None
+                               or args.futility_error is not None):
+        raise SystemExit("certiqa: error: --n-max, --n0, --futility and --futility-error need --delta "
+                         "(they set up sequential certification).")
+    if args.futility_error is not None and args.futility != "prediction":
+        raise SystemExit("certiqa: error: --futility-error needs --futility prediction (the proof test spends alpha).")
     if args.delta is not None and not (math.isfinite(args.delta) and args.delta >= 0):
         raise SystemExit(f"certiqa: error: --delta must be a finite number >= 0, got {args.delta}.")
     sequential = None
     if args.delta is not None:
         sequential = {"delta": args.delta, "n0": DEFAULT_N0 if args.n0 is None else args.n0,
-                      "n_max": args.n if args.n_max is None else args.n_max}
+                      "n_max": args.n if args.n_max is None else args.n_max, "futility": args.futility or "proof",
+                      "futility_error": DEFAULT_FUTILITY_ERROR if args.futility_error is None else args.futility_error}
     try:
         for eps in args.eps if sequential else ():  # refuse a schedule that cannot work before any work
-            sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha)
+            sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha,
+                             futility=sequential["futility"], futility_error=sequential["futility_error"])
         if args.out:
             check_output_path(args.out)
         group, device = join(resolve_device(args.device))
@@ -92,7 +98,8 @@ def _certify(args: argparse.Namespace) -> int:
     if sequential and run.rows:
         decided = ", ".join(f"{sum(r['decision'] == d for r in run.rows)} {d}" for d in DECISIONS)
         mean = sum(r["n_used"] for r in run.rows) / len(run.rows)
-        print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}): {decided}; "
+        print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}, "
+              f"futility={sequential['futility']}): {decided}; "
               f"mean samples per image and radius {mean:g}", file=sys.stderr)
     return run.exit_status
 
@@ -123,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "as few samples as that needs; adds decision and n_used columns")
     cert.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (-n)")
     cert.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({DEFAULT_N0})")
+    cert.add_argument("--futility", choices=FUTILITY, default=None,
+                      help="with --delta: stop an image early when it is proven not certifiable (proof, the default), "
+                           "or when the fixed-n certificate at n_max would not certify it either (prediction: "
+                           "decision 'futile', far fewer samples, wrong with probability <= --futility-error)")
+    cert.add_argument("--futility-error", type=float, default=None,
+                      help=f"with --futility prediction: that error probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
     return parser
 

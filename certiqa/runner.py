@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, bounds
 from ._checks import check_nonnegative, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
@@ -79,7 +79,7 @@ RESULT_COLUMNS = (
     "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
     "clean", "shift", "seed", "resize", "batch_size", "resized_from", "frames", "image_sha256",
 )
-SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "n_used")
+SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # Compared on resume, with every key of the caller's provenance and the radii.
 SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize")
@@ -180,9 +180,10 @@ def certify_paths(
         group: this process's place under torchrun (default: one process).
         progress: show a progress bar (rank 0 only).
         log: where messages go (default: stderr, above the progress bar).
-        sequential: ``{"delta": D, "n0": N0, "n_max": N}`` to certify each radius
-            sequentially instead (:meth:`SmoothedIQA.certify_sequential`, its own
-            samples per radius); rows add :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
+        sequential: ``{"delta": D, "n0": N0, "n_max": N}`` (optionally ``"futility"`` and
+            ``"futility_error"``) to certify each radius sequentially instead
+            (:meth:`SmoothedIQA.certify_sequential`, its own samples per radius); rows add
+            :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
 
     Raises:
         RunRefused: ``out`` cannot be written, is not a certiqa results file, or (with
@@ -195,7 +196,9 @@ def certify_paths(
     return _Run(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
         min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
-        progress=progress, log=log or _stderr, sequential=dict(sequential) if sequential else None,
+        progress=progress, log=log or _stderr,
+        sequential={"futility": "proof", "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
+        if sequential else None,
     ).run()
 
 
@@ -293,7 +296,8 @@ class _Run:
         settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha, "seed": smoothed.seed,
                     "resize": list(resize) if isinstance(resize, tuple) else resize}
         if sequential:
-            settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"])
+            settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"],
+                            futility=bounds.futility_setting(sequential["futility"], sequential["futility_error"]))
         self.settings = {**settings, **provenance}
         self.expected = {key: _text(value) for key, value in self.settings.items()}
         self.radii_text = sorted(_text(r) for r in radii)
@@ -402,9 +406,10 @@ class _Run:
                 records = [certify_samples(samples, r, smoothed.sigma, smoothed.alpha).to_records()[0]
                            for r in self.radii]
             else:
-                records = [smoothed.certify_sequential(x, r, self.sequential["delta"], n0=self.sequential["n0"],
-                                                       n_max=self.sequential["n_max"], seed=seed).to_records()[0]
-                           for r in self.radii]
+                records = [smoothed.certify_sequential(
+                    x, r, self.sequential["delta"], n0=self.sequential["n0"], n_max=self.sequential["n_max"],
+                    futility=self.sequential["futility"], futility_error=self.sequential["futility_error"], seed=seed,
+                ).to_records()[0] for r in self.radii]
         except _ImageFailure:
             raise
         except Exception as err:  # one image's failure, whatever it is, must not end the run

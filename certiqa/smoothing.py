@@ -86,14 +86,16 @@ class CertifiedScores:
 class SequentialCertificate:
     """Result of :meth:`SmoothedIQA.certify_sequential` for a batch of B images.
 
-    ``decision`` holds one of ``"certified"``, ``"not certifiable"``, ``"undecided"``
-    per image (:data:`certiqa.bounds.DECISIONS`); ``lower``, ``median``, ``upper``
+    ``decision`` holds one of ``"certified"``, ``"not certifiable"``, ``"futile"``,
+    ``"undecided"`` per image (:data:`certiqa.bounds.DECISIONS`); ``lower``, ``median``, ``upper``
     (float64, shape (B,), on the CPU) are read at the look where the image stopped,
     from its ``n_used`` samples (int64, shape (B,)). With probability >= 1 - alpha over the noise, for
     every ||d||_2 <= eps, ``lower[i] <= h_0.5(x_i + d) <= upper[i]``, and a "not
     certifiable" image has h_{p_upper} - h_{p_lower} > 2 delta (see
-    :func:`certiqa.bounds.sequential_looks`). "undecided" means n_max samples settled
-    neither; it is never a certificate.
+    :func:`certiqa.bounds.sequential_looks`). "futile" (``futility="prediction"``) is a
+    prediction: the fixed-n certificate at n_max would not have certified the image either,
+    wrong with probability <= ``futility_error``. "undecided" means n_max samples settled
+    nothing; it is never a certificate.
     """
 
     decision: tuple[str, ...]
@@ -108,6 +110,13 @@ class SequentialCertificate:
     n0: int
     n_max: int
     spending: str
+    futility: str = "proof"
+    futility_error: float = 0.0
+
+    @property
+    def futility_setting(self) -> str:
+        """``"proof"``, or ``"prediction E"`` with E the futility error: the ``futility`` column."""
+        return bounds.futility_setting(self.futility, self.futility_error)
 
     @property
     def certified(self) -> torch.Tensor:
@@ -135,6 +144,7 @@ class SequentialCertificate:
                 "sigma": self.sigma,
                 "n": self.n_max,
                 "n0": self.n0,
+                "futility": self.futility_setting,
                 "alpha": self.alpha,
             }
             for i in range(len(self.decision))
@@ -350,6 +360,8 @@ class SmoothedIQA:
         n0: int = bounds.DEFAULT_N0,
         n_max: int | None = None,
         spending: str = "equal",
+        futility: str = "proof",
+        futility_error: float = bounds.DEFAULT_FUTILITY_ERROR,
         seed: int | Sequence[int] | None = None,
     ) -> SequentialCertificate:
         """Certify each image with as few samples as its decision needs (group-sequential).
@@ -362,11 +374,16 @@ class SmoothedIQA:
         otherwise; still open at n_max it is "undecided". The looks, their alpha (summing
         to ``self.alpha``, spread by ``spending``) and ranks are
         :func:`certiqa.bounds.sequential_looks`; the decisions :func:`certiqa.bounds.look_decisions`.
+        ``futility="prediction"`` replaces "not certifiable" by "futile": stop when the
+        fixed-n certificate at n_max would not certify either, wrong with probability
+        <= ``futility_error`` per image; it spends none of alpha and stops far more images early.
 
         Guarantee (per image): with probability >= 1 - alpha over the noise, the
         statements of every look hold at once, so the reported ``lower <= h_0.5(x + d)
         <= upper`` for every ||d||_2 <= eps, and "not certifiable" is true, whichever
-        look the image stopped at.
+        look the image stopped at. With ``futility="prediction"`` the certificates keep
+        this guarantee; P["futile" while the fixed-n certificate on the first n_max samples
+        of the same stream would certify] <= futility_error.
 
         Images still open continue together (:func:`certiqa.bounds.run_sequential`): each
         look draws only their extra samples (the earlier ones are kept), from one noise
@@ -377,7 +394,7 @@ class SmoothedIQA:
         eps = check_nonnegative("eps", eps)
         delta = check_nonnegative("delta", delta)
         n_max = self.n if n_max is None else n_max
-        looks = bounds.sequential_looks(n0, n_max, self.sigma, eps, self.alpha, spending)
+        looks = bounds.sequential_looks(n0, n_max, self.sigma, eps, self.alpha, spending, futility, futility_error)
         check_images(x)
         x = x.to(self.device_for(x))
         sizes = [0] + [look.n for look in looks]
@@ -401,6 +418,8 @@ class SmoothedIQA:
             n0=looks[0].n,
             n_max=looks[-1].n,
             spending=spending,
+            futility=futility,
+            futility_error=futility_error if futility == "prediction" else 0.0,
         )
 
     def certified_radius(self, x: torch.Tensor, delta: float) -> torch.Tensor:

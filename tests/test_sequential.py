@@ -9,6 +9,7 @@ which a correct procedure does with probability <= LEVEL = 0.001.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import mpmath
@@ -120,6 +121,54 @@ def test_futility_test_is_on_exactly_where_it_can_fire():
             assert look.alpha_futility == (bounds.FUTILITY_SHARE * look.alpha if can_fire else 0.0)
 
 
+def test_prediction_levels_against_their_binomial_definition():
+    """a is the smallest level with P[Binomial(n_max, a) <= k_lower - 1] <= gamma/2, b the largest with
+    P[Binomial(n_max, b) >= k_upper] <= gamma/2, for the fixed-n ranks (290, 711) of the default setting."""
+    gamma = 0.025
+    a, b = bounds.prediction_levels(1000, 0.12, 0.05, 0.001, gamma)
+    assert stats.binom.cdf(289, 1000, a) == pytest.approx(gamma / 2, rel=1e-9)
+    assert stats.binom.sf(710, 1000, b) == pytest.approx(gamma / 2, rel=1e-9)
+    assert stats.binom.cdf(289, 1000, a - 1e-6) > gamma / 2 and stats.binom.sf(710, 1000, b + 1e-6) > gamma / 2
+    p_lower, p_upper = bounds.percentile_levels(0.05, 0.12)
+    assert 290 / 1000 < a < p_lower and p_upper < b < 711 / 1000  # between the fixed-n ranks and the levels
+    assert b == pytest.approx(1 - a, abs=2e-3)  # nearly mirrored (the ranks are: 290 + 711 = 1001)
+
+
+def test_prediction_looks_give_the_certificate_all_of_alpha():
+    looks = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="prediction", futility_error=0.05)
+    a, b = bounds.prediction_levels(1000, 0.12, 0.05, 0.001, 0.025)
+    proof = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001)
+    for look, proven in zip(looks, proof):
+        assert look.futility == "prediction" and look.alpha_futility == 0.0
+        assert look.alpha_certificate == look.alpha == pytest.approx(0.0002)
+        assert (look.k_lower, look.k_upper) == bounds.bound_ranks(look.n, 0.12, 0.05, 0.0002)
+        assert look.k_lower >= proven.k_lower and look.k_upper <= proven.k_upper  # never wider
+        # the inner ranks: the definition of inner_ranks at the levels a, b and error 0.05 / (2 * 5)
+        ks = np.arange(1, look.n + 1)
+        k_lo = ks[stats.binom.cdf(ks - 1, look.n, a) >= 1 - 0.005 / 2]
+        k_hi = ks[stats.binom.sf(ks - 1, look.n, b) >= 1 - 0.005 / 2]
+        assert look.has_futility_test and look.futility_error == pytest.approx(0.005)
+        assert (look.k_inner_lower, look.k_inner_upper) == (k_lo[0], k_hi[-1])
+        assert look.k_lower < look.k_inner_lower < look.k_inner_upper < look.k_upper
+    assert [(l.n, l.k_inner_lower, l.k_inner_upper) for l in looks] == [
+        (64, 32, 33), (128, 57, 72), (256, 105, 152), (512, 196, 317), (1000, 365, 636)]
+
+
+def test_futility_setting_and_errors():
+    assert bounds.futility_setting("proof", 0.05) == "proof"
+    assert bounds.futility_setting("prediction", 0.05) == "prediction 0.05"
+    with pytest.raises(ValueError, match="futility must be one of"):
+        bounds.futility_setting("maybe", 0.05)
+    with pytest.raises(ValueError, match="futility must be one of"):
+        bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="maybe")
+    with pytest.raises(ValueError, match="futility_error must lie strictly between 0 and 1"):
+        bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="prediction", futility_error=0.0)
+    with pytest.raises(ValueError, match="gamma must lie strictly between 0 and 1"):
+        bounds.prediction_levels(1000, 0.12, 0.05, 0.001, 1.0)
+    with pytest.raises(ValueError, match="n_max=10 samples certify no interval"):
+        bounds.prediction_levels(10, 0.12, 0.05, 0.001, 0.05)
+
+
 # --- the decision of one look -------------------------------------------------------------------
 
 
@@ -140,6 +189,44 @@ def test_look_decision_by_hand(delta, decision):
     outcome = bounds.look_decisions(np.arange(10.0)[None], HAND_LOOK, delta)
     assert outcome.decision.tolist() == [decision]
     assert (outcome.lower[0], outcome.median[0], outcome.upper[0]) == (1.0, 4.0, 8.0)
+
+
+@pytest.mark.parametrize("delta, decision", [(1.5, "undecided"), (1.49, "futile"), (4.0, "certified")])
+def test_futile_decision_by_hand(delta, decision):
+    """A prediction look reads the same inner ranks (4, 7) and answers "futile" where the proof look
+    answers "not certifiable"."""
+    look = dataclasses.replace(HAND_LOOK, futility="prediction", futility_error=0.01, alpha_futility=0.0)
+    assert bounds.look_decisions(np.arange(10.0)[None], look, delta).decision.tolist() == [decision]
+
+
+def test_futile_rarely_loses_a_fixed_n_certificate():
+    """Per trial, "futile" at some look while the fixed-n certificate (n_max, the whole alpha) on the
+    same first n_max draws certifies: at most futility_error of the trials (one-sided binomial check at
+    LEVEL), on the linear model (1000 trials, n0 64, n_max 1024, alpha 0.1, futility_error 0.2), at
+    deltas from 0.6 to 1 times the median needed delta. There the test fires on every trial (0.6) or
+    none, and fixed n certifies none (0.6) to half of them (1.0), so both sides of the check are
+    exercised; the certificates keep their 1 - alpha coverage."""
+    sigma, eps, alpha, trials, n_max = 1.0, 0.5, 0.1, 1000, 1024
+    y = MU + SCALE * np.random.default_rng(4).standard_normal((trials, n_max))
+    h_lo, h_hi = MU + SCALE * stats.norm.ppf(P_LOWER), MU + SCALE * stats.norm.ppf(P_UPPER)
+    fixed_look = [bounds.single_look(n_max, sigma, eps, alpha)]
+    looks = bounds.sequential_looks(64, n_max, sigma, eps, alpha, futility="prediction", futility_error=0.2)
+    need = bounds.sequential_decisions(y, fixed_look, 0.0)
+    median_need = float(np.median(np.maximum(need.median - need.lower, need.upper - need.median)))
+    fired, certified = {}, {}
+    for factor in (0.6, 0.7, 0.95, 1.0):
+        delta = factor * median_need
+        fixed = bounds.sequential_decisions(y, fixed_look, delta).decision == bounds.CERTIFIED
+        out = bounds.sequential_decisions(y, looks, delta)
+        futile = out.decision == bounds.FUTILE
+        assert (futile & fixed).sum() <= tolerance(trials, 0.2), factor
+        assert ((out.lower > h_lo) | (out.upper < h_hi)).sum() <= tolerance(trials, alpha), factor
+        fired[factor], certified[factor] = int(futile.sum()), int(fixed.sum())
+        if factor == 0.6:
+            assert out.n_used.mean() < 0.75 * n_max  # most far images stop before n_max
+    assert fired[0.6] == trials and certified[0.6] == 0
+    assert certified[1.0] >= 0.4 * trials
+    assert sum(fired.values()) - fired[0.6] < 0.5 * trials  # near delta it (rightly) waits
 
 
 def test_look_without_ranks_is_never_certified_and_reports_infinite_sides():
@@ -196,22 +283,24 @@ def _every_look(y: np.ndarray, looks, delta: float) -> list[bounds.LookOutcome]:
 
 
 def _statement_fails(y: np.ndarray, look: bounds.Look, outcome: bounds.LookOutcome, h_lo: float, h_hi: float):
-    """Per trial: does any statement of this look fail (certificate, and the inner bounds where on)?"""
+    """Per trial: does any statement of this look fail (certificate, and the inner bounds of a "not
+    certifiable" test where on; a "futile" test states nothing about h_{p_lower}, h_{p_upper})?"""
     fails = (outcome.lower > h_lo) | (outcome.upper < h_hi)
-    if look.has_futility_test:
+    if look.has_futility_test and look.futility == "proof":
         s = np.sort(y[:, : look.n], axis=1)
         fails |= (s[:, look.k_inner_lower - 1] < h_lo) | (s[:, look.k_inner_upper - 1] > h_hi)
     return fails
 
 
+@pytest.mark.parametrize("futility", bounds.FUTILITY)
 @pytest.mark.parametrize("spending", bounds.SPENDING)
 @pytest.mark.parametrize("name", list(TRANSFORMS))
-def test_coverage_under_optional_stopping(name, spending):
+def test_coverage_under_optional_stopping(name, spending, futility):
     """>= 1 - alpha coverage for the procedure's own stopping rule, for an adversarial rule that
     stops where the interval is narrowest, and for the union event itself (any statement of any
-    look failing), which bounds every stopping rule at once."""
+    look failing), which bounds every stopping rule at once; with either futility test."""
     h_lo, h_hi = _truth(name)
-    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, spending)
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, spending, futility)
     y = _draws(name, seed=1)
     seen: set[str] = set()
     for delta in (0.1, 0.4, 1.2):  # mostly not certifiable / undecided / certified
@@ -231,7 +320,8 @@ def test_coverage_under_optional_stopping(name, spending):
     for look, outcome in zip(looks, outcomes):
         union |= _statement_fails(y, look, outcome, h_lo, h_hi)
     assert union.sum() <= tolerance(TRIALS, ALPHA), union.sum()
-    assert seen == set(bounds.DECISIONS)  # every decision, the futility test included, was exercised
+    stop = bounds.NOT_CERTIFIABLE if futility == "proof" else bounds.FUTILE
+    assert seen == {bounds.CERTIFIED, stop, bounds.UNDECIDED}  # every decision, the futility test's included
 
 
 def test_each_look_fails_with_its_exact_binomial_probability():
@@ -366,7 +456,8 @@ def test_certify_sequential_coverage_on_a_linear_model():
         assert len(set(res.decision)) >= 2  # the setting exercises more than one decision
 
 
-def test_live_run_equals_the_replay_of_its_own_draws():
+@pytest.mark.parametrize("futility", bounds.FUTILITY)
+def test_live_run_equals_the_replay_of_its_own_draws(futility):
     """One image, n0 and every look's increment a multiple of batch_size: certify_sequential
     draws exactly the first n_j values of the fixed-n stream, so its answer is
     bounds.sequential_decisions on those draws (earlier samples kept, reused stream)."""
@@ -374,14 +465,19 @@ def test_live_run_equals_the_replay_of_its_own_draws():
     smoothed = SmoothedIQA(model, 0.25, alpha=0.1, batch_size=16, clip=False, seed=11)
     smoothed.sample(x, 128)
     draws = torch.cat(model.scores).numpy()[None]
-    looks = bounds.sequential_looks(16, 128, 0.25, 0.125, 0.1)
+    looks = bounds.sequential_looks(16, 128, 0.25, 0.125, 0.1, futility=futility, futility_error=0.3)
+    decisions = set()
     for delta in (0.02, 0.06, 0.5):
         replay = bounds.sequential_decisions(draws, looks, delta)
-        res = smoothed.certify_sequential(x, 0.125, delta, n0=16, n_max=128)
+        res = smoothed.certify_sequential(x, 0.125, delta, n0=16, n_max=128, futility=futility, futility_error=0.3)
+        decisions |= set(res.decision)
+        assert res.futility == futility and res.to_records()[0]["futility"] == (
+            "proof" if futility == "proof" else "prediction 0.3")
         assert res.decision == tuple(replay.decision)
         assert res.n_used.tolist() == replay.n_used.tolist()
         for name in ("lower", "median", "upper"):
             assert getattr(res, name).tolist() == getattr(replay, name).tolist()
+    assert decisions == {bounds.CERTIFIED, bounds.NOT_CERTIFIABLE if futility == "proof" else bounds.FUTILE}
 
 
 class SpreadByImage(nn.Module):
@@ -576,14 +672,21 @@ def test_cli_sequential_writes_decision_and_n_used(small_image, tmp_path, capsys
     assert main(args + ["--delta", "0", "--eps", "0.1"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] in ("not certifiable", "undecided") and row["certified"] == "False"
-    assert int(row["n_used"]) in bounds.look_sizes(32, 128)
+    assert int(row["n_used"]) in bounds.look_sizes(32, 128) and row["futility"] == "proof"
+    assert main(args + ["--delta", "0", "--eps", "0.1", "--futility", "prediction", "--futility-error", "0.2"]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["decision"] == "futile" and row["futility"] == "prediction 0.2" and row["n_used"] == "32"
+    assert "futility=prediction): 0 certified, 0 not certifiable, 1 futile" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--n-max", "64"], "--n-max and --n0 need --delta"),
-        (["--n0", "16"], "--n-max and --n0 need --delta"),
+        (["--n-max", "64"], "--n-max, --n0, --futility and --futility-error need --delta"),
+        (["--n0", "16"], "--n-max, --n0, --futility and --futility-error need --delta"),
+        (["--futility", "prediction"], "need --delta"),
+        (["--delta", "1", "--futility-error", "0.1"], "--futility-error needs --futility prediction"),
+        (["--delta", "1", "--futility", "prediction", "--futility-error", "1.5"], "futility_error must lie strictly between 0 and 1"),
         (["--delta", "-1"], "--delta must be a finite number >= 0, got -1.0"),
         (["--delta", "1", "--n0", "4"], "n0=4 samples cannot certify"),
         (["--delta", "1", "--n0", "256", "--n-max", "128"], "n0 must be <= n_max"),
