@@ -11,7 +11,13 @@ graded synthetic distortions (certiqa.distortions, seeded), as PNG files, so tha
 ranking losses see crops of different quality. With ``--grid KIND ...`` each photograph
 gets every listed distortion at every level 1..5 instead, so that the clean scores of a
 model span its whole quality range. ``--photos`` picks other scikit-image photographs
-(e.g. the held-out certiqa.models.default_training.VALIDATION_PHOTOS chelsea and rocket).
+(e.g. the held-out certiqa.models.default_training.VALIDATION_PHOTOS chelsea and rocket;
+``--photos`` with no name: none). ``--dead-leaves N`` adds N procedural dead-leaves images
+(certiqa.dead_leaves, seeded; disk colours drawn from the photographs' pixels when there are
+photographs), each distorted like the photographs:
+
+    python denoisers/make_training_photos.py runs/photos_leaves --dead-leaves 40 \
+        --grid gaussian_blur jpeg gaussian_noise pixelate quantize
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.dead_leaves import dead_leaves  # noqa: E402
 from certiqa.distortions import DISTORTIONS, LEVELS, distort  # noqa: E402
 from certiqa.models.default_training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
 
@@ -34,13 +41,23 @@ from certiqa.models.default_training import TRAINING_PHOTOS, load_skimage_photos
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--photos", nargs="+", default=list(TRAINING_PHOTOS),
+    parser.add_argument("--photos", nargs="*", default=list(TRAINING_PHOTOS),
                         help="scikit-image photograph names (default: certiqa.models.default_training.TRAINING_PHOTOS)")
+    parser.add_argument("--dead-leaves", type=int, default=0, metavar="N",
+                        help="also write N dead-leaves images (certiqa.dead_leaves.dead_leaves)")
+    parser.add_argument("--dead-leaves-size", type=int, nargs=2, default=(384, 512), metavar=("H", "W"),
+                        help="their height and width (default: %(default)s)")
     parser.add_argument("--versions", type=int, default=3, help="randomly distorted versions per photograph")
     parser.add_argument("--grid", nargs="+", default=None, choices=sorted(DISTORTIONS), metavar="KIND",
                         help="every listed distortion at every level instead of --versions random ones")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.dead_leaves < 0:
+        parser.error(f"--dead-leaves must be >= 0, got {args.dead_leaves}.")
+    if min(args.dead_leaves_size) < 1:
+        parser.error(f"--dead-leaves-size must be positive, got {args.dead_leaves_size}.")
+    if not args.photos and not args.dead_leaves:
+        parser.error("nothing to write: give --photos NAME ... or --dead-leaves N.")
     try:
         photos = load_skimage_photos(args.photos)
     except (ValueError, ImportError) as err:
@@ -48,8 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
     names = sorted(DISTORTIONS)
+    sources = list(zip(args.photos, photos))
+    if args.dead_leaves:
+        leaves_gen = torch.Generator().manual_seed(args.seed + 1)  # the photographs' draws stay as they were
+        palette = None
+        if photos:
+            pixels = torch.cat([p.flatten(1).T for p in photos])
+            palette = pixels[torch.randint(len(pixels), (4096,), generator=leaves_gen)]
+        height, width = args.dead_leaves_size
+        for i in range(args.dead_leaves):
+            sources.append((f"deadleaves{i:03d}", dead_leaves(height, width, palette=palette, generator=leaves_gen)))
     written = 0
-    for name, photo in zip(args.photos, photos):
+    for name, photo in sources:
         versions = [("clean", photo)]
         for i in range(len(args.grid) * len(LEVELS) if args.grid else args.versions):
             if args.grid:
