@@ -25,13 +25,18 @@ runs of the same round).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from certiqa import SmoothedIQA
-from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa import SmoothedIQA  # noqa: E402
+from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

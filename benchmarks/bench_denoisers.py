@@ -21,14 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from certiqa.denoisers.nets import ARCHITECTURES
-from certiqa.options import add_model_arguments, load_model_from_args, model_spec
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa.denoisers.nets import ARCHITECTURES  # noqa: E402
+from certiqa.options import add_model_arguments, load_model_from_args, model_spec  # noqa: E402
 
 HEIGHT, WIDTH = 384, 512
 

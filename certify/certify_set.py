@@ -19,7 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from certiqa.options import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa.options import (  # noqa: E402
     add_model_arguments,
     add_run_arguments,
     describe_models,
@@ -27,10 +30,10 @@ from certiqa.options import (
     load_model_from_args,
     resolve_device,
 )
-from certiqa.data import CSVDataset
-from certiqa.distributed import join
-from certiqa.runner import RunRefused, certify_paths, summarize_by_eps
-from certiqa.smoothing import SmoothedIQA
+from certiqa.data import CSVDataset  # noqa: E402
+from certiqa.distributed import join  # noqa: E402
+from certiqa.runner import RunRefused, certify_paths, summarize_by_eps  # noqa: E402
+from certiqa.smoothing import SmoothedIQA  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

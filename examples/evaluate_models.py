@@ -12,18 +12,20 @@ the ladder images against their clean scores.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from certiqa import SmoothedIQA
-from certiqa.denoisers import load_denoiser, pretrained
-from certiqa.model_evaluation import EvaluationResult, evaluate_model, markdown_table
-from certiqa.metrics import srocc
-from certiqa.models import CNNIQA, default_model
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa import SmoothedIQA  # noqa: E402
+from certiqa.denoisers import load_denoiser, pretrained  # noqa: E402
+from certiqa.model_evaluation import EvaluationResult, evaluate_model, markdown_table  # noqa: E402
+from certiqa.metrics import srocc  # noqa: E402
+from certiqa.models import CNNIQA, default_model  # noqa: E402
 
 
 def spread(name: str, result: EvaluationResult, clean: EvaluationResult) -> str:

@@ -9,6 +9,7 @@ one, distorted with certiqa.distortions (fixed seed). Needs scikit-image.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from certiqa.distortions import distort
-from certiqa.models.default_training import load_skimage_photos
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa.distortions import distort  # noqa: E402
+from certiqa.models.default_training import load_skimage_photos  # noqa: E402
 
 # file name -> (skimage.data photograph, distortion or None, level)
 EXAMPLES = {

@@ -6,14 +6,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
-from certiqa import SmoothedIQA
-from certiqa.denoisers import pretrained
-from certiqa.io import load_image
-from certiqa.models import default_model
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa import SmoothedIQA  # noqa: E402
+from certiqa.denoisers import pretrained  # noqa: E402
+from certiqa.io import load_image  # noqa: E402
+from certiqa.models import default_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,21 +18,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from certiqa.models import DEFAULT_CONFIG
-from certiqa.models.default_training import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from certiqa.models import DEFAULT_CONFIG  # noqa: E402
+from certiqa.models.default_training import (  # noqa: E402
     TRAINING_PHOTOS,
     VALIDATION_PHOTOS,
     LadderConfig,
     fit_default_model,
     load_skimage_photos,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
