@@ -526,6 +526,29 @@ def test_training_starts_from_init_denoiser(tmp_path):
         train_denoiser(model, _tiny_images(), other, tmp_path / "c", progress=False)
 
 
+def test_context_run_starts_from_a_denoiser_without_context(tmp_path):
+    """A SubpixelDnCNN run with context=K may start from the same denoiser without context: the
+    shared layers are copied and the zero-initialised context is a no-op, so the start computes
+    exactly the init's function. Other differences are still refused."""
+    torch.manual_seed(0)
+    model = CNNIQA(4, 8)
+    plain = {"scale": 2, "depth": 3, "features": 6}
+    base = TrainConfig(sigma=0.1, steps=1, batch_size=3, crop=36, arch="subpixel_dncnn", arch_config=plain,
+                       checkpoint_every=1)
+    first = train_denoiser(model, _tiny_images(), base, tmp_path / "a", progress=False)
+    init = str(tmp_path / "a" / "denoiser.pt")
+    with_context = dataclasses.replace(base, arch_config={**plain, "context": 4}, lr=1e-30, init=init)
+    second = train_denoiser(model, _tiny_images(), with_context, tmp_path / "b", progress=False)
+    x = torch.rand(2, 3, 20, 22, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(second.denoiser.eval()(x), first.denoiser.eval()(x))
+    assert set(second.denoiser.state_dict()) - set(first.denoiser.state_dict()) == {
+        "context.0.weight", "context.0.bias", "context.2.weight", "context.2.bias"}
+    wider = dataclasses.replace(with_context, arch_config={**plain, "features": 7, "context": 4})
+    with pytest.raises(ValueError, match="the same, or the same with context added"):
+        train_denoiser(model, _tiny_images(), wider, tmp_path / "c", progress=False)
+
+
 def test_cosine_learning_rate_schedule(tmp_path):
     torch.manual_seed(0)
     cfg = TrainConfig(sigma=0.1, steps=4, batch_size=2, crop=36, arch="subpixel_dncnn",

@@ -37,6 +37,7 @@ from ..losses import LossWeights, combined_loss
 from ..models.cnniqa import read_checkpoint
 from ..smoothing import SmoothedIQA
 from . import ARCHITECTURES, load_denoiser, save_denoiser
+from .nets import SubpixelDnCNN
 
 __all__ = [
     "TrainImage",
@@ -111,7 +112,9 @@ class TrainConfig:
     of every ``val_every`` epochs with ``val_n`` noise samples at ``val_sigma`` (default:
     the middle of the sigma range). ``init`` names a denoiser file (same architecture and
     config) to start from instead of the identity, e.g. to fine-tune an MSE-trained
-    denoiser with the ranking loss."""
+    denoiser with the ranking loss; a ``SubpixelDnCNN`` without context may also start a
+    run of the same one with ``context=K``: its layers are copied and the context, whose last
+    layer starts at zero, begins as a no-op, so the run starts from the same function."""
 
     sigma: float | tuple[float, float]
     steps: int
@@ -350,12 +353,17 @@ def train_denoiser(
     denoiser = build_denoiser(config.arch, **config.arch_config).to(device)
     if config.init is not None:
         start = load_denoiser(config.init)
-        if type(start) is not type(denoiser) or start.config != denoiser.config:
+        adds_context = (
+            isinstance(denoiser, SubpixelDnCNN) and type(start) is SubpixelDnCNN and start.config["context"] == 0
+            and start.config == {**denoiser.config, "context": 0}
+        )
+        if type(start) is not type(denoiser) or (start.config != denoiser.config and not adds_context):
             raise ValueError(
                 f"init denoiser {config.init!r} is a {type(start).__name__} {start.config}; "
-                f"this run trains a {type(denoiser).__name__} {denoiser.config}."
+                f"this run trains a {type(denoiser).__name__} {denoiser.config} (the same, or the same with "
+                "context added)."
             )
-        denoiser.load_state_dict(start.state_dict())
+        denoiser.load_state_dict(start.state_dict(), strict=not adds_context)  # only context.* may be missing
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
     sampler = _Sampler(len(images), config.seed)
     step = 0
