@@ -29,7 +29,6 @@ import importlib
 import json
 import math
 import os
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from .._checks import check_scores
-from .cnniqa import CNNIQA, check_state_dict
+from .cnniqa import CNNIQA, check_state_dict, read_checkpoint
 from .default import DEFAULT_WEIGHTS, default_model
 
 __all__ = [
@@ -257,23 +256,16 @@ def _cnniqa_from_state(spec: str, state: Any, path: Path) -> CNNIQA:
 
 
 def _read_state(spec: str, path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only."""
+    """:func:`certiqa.models.cnniqa.read_checkpoint`, its errors as :class:`ModelSpecError`."""
     if not path.is_file():
         raise ModelSpecError(spec, f"no such file {str(path)!r}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelSpecError(
-            spec, f"{str(path)!r} is a pickle of Python objects, not only tensors (a whole pickled model?); "
-            "certiqa never unpickles objects (torch.load(weights_only=True)): save model.state_dict() and load it "
-            "with a factory spec, or save a TorchScript archive (torch.jit.save) or exported program "
-            "(torch.export.save)."
-        ) from None
-    except Exception as err:  # torch.load of a foreign file raises many kinds (a text file: KeyError, IndexError)
-        raise ModelSpecError(
-            spec, f"{str(path)!r} could not be read by torch.load ({type(err).__name__}: {_first_line(err)}); "
-            "expected a file written by torch.save(model.state_dict())."
-        ) from None
+        return read_checkpoint(
+            path, "the model", pickle_hint="save model.state_dict() and load it with a factory spec, or save a "
+            "TorchScript archive (torch.jit.save) or exported program (torch.export.save)",
+        )
+    except ValueError as err:
+        raise ModelSpecError(spec, str(err)) from None
 
 
 def _load_torchscript(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
