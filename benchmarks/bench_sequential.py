@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa import SmoothedIQA, bounds  # noqa: E402
-from certiqa.model_evaluation import read_manifest  # noqa: E402
+from certiqa.model_evaluation import evenly_spaced, read_manifest  # noqa: E402
 from certiqa.io import read_image  # noqa: E402
 from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, model_spec  # noqa: E402
 
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(data), help="shared data folder with manifest.csv (default: %(default)s)")
     add_model_arguments(p, default=None, default_help="cnniqa:DATA/models/cnniqa-live.pt")
     p.add_argument("--images", type=int, default=None, help="only the first K images of the manifest")
+    p.add_argument("--spaced", type=int, default=None, metavar="K",
+                   help="only K images evenly spaced in the manifest (after --images)")
     p.add_argument("--resize", type=int, default=None, help="shorter side of every image (default: full size)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--sigma", type=float, default=0.12)
@@ -104,12 +106,13 @@ def setting_name(args: argparse.Namespace) -> str:
     return f"{model}{denoiser}_{size}_s{args.sigma:g}_n{args.n_max}_b{args.batch_size}_seed{args.seed}"
 
 
-def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], args: argparse.Namespace,
-                cache: Path, min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw-order scores (m, n_max) and seconds (m,) of the fixed-n run, from the cache where present."""
+def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], indices: list[int],
+                args: argparse.Namespace, cache: Path, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw-order scores (m, n_max) and seconds (m,) of the fixed-n run, from the cache where present
+    (one file per image, named by its index in the manifest)."""
     cache.mkdir(parents=True, exist_ok=True)
     draws, seconds = [], []
-    for i, file in enumerate(files):
+    for i, file in zip(indices, files):
         stem = cache / f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', file)}"
         if stem.with_suffix(".json").is_file():
             seconds.append(json.loads(stem.with_suffix(".json").read_text())["seconds"])
@@ -123,7 +126,7 @@ def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], arg
         draws.append(torch.cat(recorder.scores).double().cpu().numpy())
         np.save(stem.with_suffix(".npy"), draws[-1])
         stem.with_suffix(".json").write_text(json.dumps({"file": file, "seconds": seconds[-1]}))  # written last
-        print(f"  fixed n {i + 1}/{len(files)} {file}: {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
+        print(f"  fixed n {len(draws)}/{len(files)} {file}: {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     return np.stack(draws), np.array(seconds)
 
 
@@ -184,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     files = [row.file for row in read_manifest(data, scored_only=False) if row.file.startswith("images/")]
     files = files[: args.images] if args.images is not None else files
+    indices = evenly_spaced(len(files), args.spaced)
+    files = [files[i] for i in indices]
     if args.model is None and args.weights is None:
         args.model = f"cnniqa:{data / 'models' / 'cnniqa-live.pt'}"
     model, denoiser = load_model_from_args(args), load_denoiser_from_args(args)
@@ -192,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                            denoiser=denoiser, seed=args.seed)
     cache = Path(args.cache) if args.cache else REPO / "runs" / "bench_sequential" / setting_name(args)
     print(f"setting: {model_spec(args)}{'' if args.denoiser is None else ' + denoiser ' + args.denoiser}, "
-          f"{len(files)} images, "
+          f"{len(files)} images{' evenly spaced in the manifest' if args.spaced else ''}, "
           f"{'full size' if args.resize is None else f'shorter side {args.resize}'}, sigma {args.sigma}, "
           f"eps {args.eps}, alpha {args.alpha}, n0 {args.n0}, n_max {args.n_max}, batch {args.batch_size}, "
           f"seed {args.seed}, {torch.get_num_threads()} thread(s); cache {cache}")
 
-    draws, fixed_seconds = fixed_draws(smoothed, recorder, files, args, cache, model.min_size)
+    draws, fixed_seconds = fixed_draws(smoothed, recorder, files, indices, args, cache, model.min_size)
     fixed_look = [bounds.single_look(args.n_max, args.sigma, args.eps, args.alpha)]
     fixed = bounds.sequential_decisions(draws, fixed_look, 0.0)  # delta moves the decision, not the interval
     need = np.maximum(fixed.median - fixed.lower, fixed.upper - fixed.median)

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .io import load_image
 from .metrics import plcc, srocc
 
-__all__ = ["ManifestRow", "read_manifest", "goodness_scores", "EvaluationResult", "evaluate_model", "markdown_table"]
+__all__ = ["ManifestRow", "read_manifest", "evenly_spaced", "goodness_scores", "EvaluationResult", "evaluate_model", "markdown_table"]
 
 _LADDER = re.compile(r"live_(?P<distortion>[a-z0-9]+)_(?P<reference>[a-z0-9]+)_(?P<step>\d+)\.\w+$")
 
@@ -91,6 +91,18 @@ def read_manifest(data_dir: str | os.PathLike, *, scored_only: bool = True) -> l
                 )
             )
     return rows
+
+
+def evenly_spaced(count: int, k: int | None) -> list[int]:
+    """k indices evenly spaced over range(count), first and last included (all when k is None or
+    >= count): ``evenly_spaced(8, 3) == [0, 4, 7]``."""
+    if k is None or k >= count:
+        return list(range(count))
+    if k < 1:
+        raise ValueError(f"k must be >= 1 (or None for all), got {k}.")
+    if k == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (k - 1)) for i in range(k)})
 
 
 def _lower_better(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], lower_better: bool | None) -> bool:

@@ -49,6 +49,7 @@ from certiqa import metrics  # noqa: E402
 from certiqa.denoisers import load_denoiser  # noqa: E402
 from certiqa.denoisers.evaluation import median_agreement, smoothed_records, summarise  # noqa: E402
 from certiqa.denoisers.training import load_images  # noqa: E402
+from certiqa.model_evaluation import evenly_spaced  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, require_metadata, resolve_device  # noqa: E402
 from certiqa.sweep import read_human_scores  # noqa: E402
 
@@ -90,15 +91,6 @@ def _plcc_raw(pred, target) -> float:
     return metrics.plcc(pred, target, mapping="none")
 
 
-def _spaced(count: int, k: int | None) -> list[int]:
-    """k indices evenly spaced over range(count), first and last included (all when k is None or >= count)."""
-    if k is None or k >= count:
-        return list(range(count))
-    if k == 1:
-        return [0]
-    return sorted({round(i * (count - 1) / (k - 1)) for i in range(k)})
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -136,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         m = re.match(r"images/ladders/(.+)_\d+\.\w+$", im.name)
         if m:
             ladder_of[im.name] = m.group(1)
-    width_images = [images[i] for i in _spaced(len(images), args.width_images)]
+    width_images = [images[i] for i in evenly_spaced(len(images), args.width_images)]
     separate_widths = width_n != args.n or len(width_images) != len(images) or width_batch_size != args.batch_size
     lower_better = model.lower_better
     summaries, all_rows = [], []

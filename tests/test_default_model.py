@@ -10,7 +10,7 @@ import torch
 import certiqa
 from certiqa.cli import main
 from certiqa.distortions import DISTORTIONS, distort
-from certiqa.model_evaluation import evaluate_model
+from certiqa.model_evaluation import evaluate_model, evenly_spaced
 from certiqa.io import load_image
 from certiqa.models import CNNIQA, DEFAULT_CONFIG, default_model
 from certiqa.models.default import DEFAULT_WEIGHTS
@@ -112,3 +112,12 @@ def test_missing_default_weights_is_a_clear_error(monkeypatch, tmp_path) -> None
     monkeypatch.setattr("certiqa.models.default.DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     with pytest.raises(FileNotFoundError, match="default model's weights are missing"):
         default_model()
+
+
+def test_evenly_spaced_indices():
+    assert evenly_spaced(8, 3) == [0, 4, 7]  # 0, 3.5, 7 (3.5 rounds to 4)
+    assert evenly_spaced(93, 20) == [0, 5, 10, 15, 19, 24, 29, 34, 39, 44, 48, 53, 58, 63, 68, 73, 77, 82, 87, 92]
+    assert evenly_spaced(5, None) == evenly_spaced(5, 9) == [0, 1, 2, 3, 4]
+    assert evenly_spaced(5, 1) == [0]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        evenly_spaced(5, 0)
