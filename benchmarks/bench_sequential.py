@@ -1,6 +1,6 @@
 """Sequential against fixed-n certification on the real images of ../shared/data; prints figures.
 
-    python benchmarks/bench_sequential.py [--model SPEC] [--denoiser FILE|pretrained] [--images K] [--resize S]
+    python benchmarks/bench_sequential.py [--model SPEC] [--denoiser FILE|pretrained] [--images K] [--spaced K] [--resize S]
         [--threads T] [--n-max 1000] [--n0 64] [--sigma 0.12] [--eps 0.05] [--alpha 0.001]
         [--delta D] [--cache DIR] [--out CSV]
 
