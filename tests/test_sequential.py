@@ -705,3 +705,14 @@ def test_look_certifies_by_exact_comparison():
     row = np.array([[0.75] * 25 + [1.0] * 14 + [1.25] * 25])  # bounds 0.75 and 1.25 around the median 1.0
     assert bounds.look_decisions(row, look, 0.25).decision.tolist() == [bounds.CERTIFIED]
     assert bounds.look_decisions(row, look, math.nextafter(0.25, 0.0)).decision.tolist() != [bounds.CERTIFIED]
+
+
+def test_cli_sequential_resume_refuses_another_futility_test(small_image, tmp_path):
+    out = tmp_path / "r.csv"
+    args = ["certify", str(small_image), "--n", "128", "--n0", "32", "--alpha", "0.1", "--seed", "0", "--quiet",
+            "--out", str(out), "--device", "cpu", "--delta", "0", "--eps", "0.1"]
+    assert main(args) == 0
+    with pytest.raises(SystemExit, match="futility") as refused:
+        main(args + ["--futility", "prediction", "--resume"])
+    assert "prediction 0.05" in str(refused.value) and "proof" in str(refused.value)
+    assert main(args + ["--resume"]) == 0  # the same settings resume
