@@ -157,8 +157,7 @@ def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], ar
     """Markdown table: n_max / mean samples and differing decisions, for deltas certifying 10 % to
     90 % of the images at fixed n, each n0 in (32, 64, 128), each spending schedule with the proof
     futility test and equal spending with the prediction test (replays only)."""
-    columns = [(n0, s, f) for n0 in (32, 64, 128) if n0 <= args.n_max
-               for s, f in [(s, "proof") for s in bounds.SPENDING] + [("equal", "prediction")]]
+    columns = [(n0, s, f) for n0 in (32, 64, 128) if n0 <= args.n_max for _, s, f in SCHEMES]
     print("| delta certifies at fixed n | delta | "
           + " | ".join(f"n0 {n0} {s}{' prediction' if f == 'prediction' else ''}" for n0, s, f in columns) + " |")
     print("|---" * (len(columns) + 2) + "|")

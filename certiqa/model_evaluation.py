@@ -39,7 +39,10 @@ from tqdm.auto import tqdm
 from .io import load_image
 from .metrics import plcc, srocc
 
-__all__ = ["ManifestRow", "read_manifest", "evenly_spaced", "goodness_scores", "EvaluationResult", "evaluate_model", "markdown_table"]
+__all__ = [
+    "ManifestRow", "read_manifest", "evenly_spaced", "goodness_scores", "EvaluationResult", "evaluate_model",
+    "markdown_table",
+]
 
 _LADDER = re.compile(r"live_(?P<distortion>[a-z0-9]+)_(?P<reference>[a-z0-9]+)_(?P<step>\d+)\.\w+$")
 

@@ -354,8 +354,7 @@ def train_denoiser(
     if config.init is not None:
         start = load_denoiser(config.init)
         adds_context = (
-            isinstance(denoiser, SubpixelDnCNN) and type(start) is SubpixelDnCNN and start.config["context"] == 0
-            and start.config == {**denoiser.config, "context": 0}
+            type(denoiser) is type(start) is SubpixelDnCNN and start.config == {**denoiser.config, "context": 0}
         )
         if type(start) is not type(denoiser) or (start.config != denoiser.config and not adds_context):
             raise ValueError(
