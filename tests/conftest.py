@@ -3,11 +3,14 @@ read in place; tests that need it skip with a reason when it is absent."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
+from torch import nn
 
 # CI runs the same examples every time (a failure there is then reproducible);
 # local runs keep exploring new ones.
@@ -17,6 +20,22 @@ if os.environ.get("CI"):
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+class Linear(nn.Module):
+    """f(x) = w.x + b over all pixels, w ~ N(0, scale^2) seeded, float64: without clipping
+    f(x + G) ~ N(w.x + b, sigma^2 |w|^2), so every smoothed percentile is known exactly."""
+
+    def __init__(self, shape: tuple[int, ...] | int = (3, 4, 4), seed: int = 0, scale: float = 0.2,
+                 bias: float = 0.3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        numel = shape if isinstance(shape, int) else math.prod(shape)
+        self.w = nn.Parameter(torch.randn(numel, generator=g, dtype=torch.float64) * scale)
+        self.b = nn.Parameter(torch.tensor(bias, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w + self.b
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from torch import nn
 
 from certiqa import SmoothedIQA, bounds
 
+from conftest import Linear
+
 LEVEL = 0.001  # level of the one-sided binomial test in every coverage test
 
 
@@ -29,19 +31,6 @@ def assert_coverage(misses: int, runs: int, alpha: float, level: float = LEVEL) 
     """One-sided exact binomial test of H0: P[miss] <= alpha; fail when it rejects at ``level``."""
     p_value = stats.binomtest(misses, runs, alpha, alternative="greater").pvalue
     assert p_value >= level, f"{misses} misses in {runs} runs at alpha={alpha}: binomial p-value {p_value:.2e} < {level}"
-
-
-class Linear(nn.Module):
-    """f(z) = w.z + b; f(x + G) ~ N(w.x + b, sigma^2 |w|^2)."""
-
-    def __init__(self, numel: int, seed: int, scale: float = 0.2, bias: float = 0.3) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(numel, generator=g, dtype=torch.float64) * scale)
-        self.b = nn.Parameter(torch.tensor(bias, dtype=torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z.flatten(1) @ self.w + self.b
 
 
 class Exp(Linear):

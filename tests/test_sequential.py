@@ -25,7 +25,7 @@ from torch import nn
 from certiqa import SmoothedIQA, bounds
 from certiqa.cli import main
 
-from conftest import REPO
+from conftest import REPO, Linear
 
 mpmath.mp.dps = 40
 LEVEL = 1e-3  # false-alarm probability of every binomial check below
@@ -403,19 +403,6 @@ def test_certificate_miss_probability_matches_the_linear_model_and_the_union_bou
 
 
 # --- SmoothedIQA.certify_sequential -------------------------------------------------------------
-
-
-class Linear(nn.Module):
-    """f(x) = w.x + b over all pixels: f(x + G) ~ N(w.x + b, sigma^2 |w|^2) without clipping."""
-
-    def __init__(self, shape: tuple[int, int, int] = (3, 4, 4), seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(math.prod(shape), generator=g, dtype=torch.float64) * 0.2)
-        self.b = nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.w + self.b
 
 
 class Recorder(nn.Module):

@@ -14,18 +14,7 @@ from torch import nn
 
 from certiqa import SmoothedIQA, bounds, certified_radius_samples, certify_samples
 
-
-class Linear(nn.Module):
-    """f(x) = w.x + b over all pixels."""
-
-    def __init__(self, shape: tuple[int, int, int], seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(math.prod(shape), generator=g, dtype=torch.float64) * 0.2)
-        self.b = nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.w + self.b
+from conftest import Linear
 
 
 class Constant(nn.Module):
