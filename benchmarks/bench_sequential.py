@@ -17,9 +17,11 @@ Smoke setting:
    of its fixed-n certificate (alpha on the certificate alone) to certify; delta is the
    midpoint of the ceil(m/2)-th and the next smallest d_i of the m images, so ceil(m/2)
    images certify at fixed n and no image sits exactly on delta.
-3. replay: for each alpha spending schedule, ``certiqa.bounds.sequential_decisions`` on the
-   recorded draws (look j reads the first n_j of them); then equal spending with the
-   "futile" test (``futility="prediction"``, error --futility-error) in place of "not certifiable".
+3. replay: for each scheme of SCHEMES (alpha spending, futility test, n0, growth of the looks),
+   ``certiqa.bounds.sequential_decisions`` on the recorded draws (look j reads the first n_j of
+   them): each spending schedule with the "not certifiable" test, then equal spending with the
+   "futile" tests (``futility="prediction"`` / ``"power"``, --futility-error), then "power-fine"
+   (n0 32, growth 1.25, final spending, power test).
 4. live (unless --skip-live): ``SmoothedIQA.certify_sequential`` on every image with the same
    seed and the default schedule, timed. With --batch-size dividing n0, each look's extra samples fill the noise buffer in
    the same chunks as the fixed-n run, so the live run draws exactly the recorded prefix: its
@@ -52,8 +54,12 @@ from certiqa.io import read_image  # noqa: E402
 from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, model_spec  # noqa: E402
 
 
-# the replayed schemes: (name, alpha spending, futility test)
-SCHEMES = [(s, s, "proof") for s in bounds.SPENDING] + [("prediction", "equal", "prediction")]
+# the replayed schemes: (name, alpha spending, futility test, n0 (None: --n0), growth of the looks)
+SCHEMES = [(s, s, "proof", None, bounds.DEFAULT_GROWTH) for s in bounds.SPENDING] + [
+    ("prediction", "equal", "prediction", None, bounds.DEFAULT_GROWTH),
+    ("power", "equal", "power", None, bounds.DEFAULT_GROWTH),
+    ("power-fine", "final", "power", 32, 1.25),  # chosen on the 96 px draws (README)
+]
 
 
 class Recorder(torch.nn.Module):
@@ -91,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="where the fixed-n draws go (default: runs/bench_sequential/SETTING)")
     p.add_argument("--out", default=None, help="per-image CSV of both procedures")
     p.add_argument("--futility-error", type=float, default=bounds.DEFAULT_FUTILITY_ERROR,
-                   help="error of the prediction futility test (default: %(default)s)")
+                   help="error of the prediction test, threshold of the power test (default: %(default)s)")
     p.add_argument("--sweep", action="store_true",
                    help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")
     p.add_argument("--skip-live", action="store_true",
@@ -157,19 +163,19 @@ def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], ar
     """Markdown table: n_max / mean samples and differing decisions, for deltas certifying 10 % to
     90 % of the images at fixed n, each n0 in (32, 64, 128), each spending schedule with the proof
     futility test and equal spending with the prediction test (replays only)."""
-    columns = [(n0, s, f) for n0 in (32, 64, 128) if n0 <= args.n_max for _, s, f in SCHEMES]
-    print("| delta certifies at fixed n | delta | "
-          + " | ".join(f"n0 {n0} {s}{' prediction' if f == 'prediction' else ''}" for n0, s, f in columns) + " |")
+    columns = [(name, n0, s, f, g) for name, s, f, fixed_n0, g in SCHEMES
+               for n0 in ((32, 64, 128) if fixed_n0 is None else (fixed_n0,)) if n0 <= args.n_max]
+    print("| delta certifies at fixed n | delta | " + " | ".join(f"n0 {n0} {name}" for name, n0, *_ in columns) + " |")
     print("|---" * (len(columns) + 2) + "|")
     for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
         k = min(max(1, round(fraction * len(need))), len(need))
         delta = delta_certifying(need, k)
         fixed = bounds.sequential_decisions(draws, fixed_look, delta).decision == bounds.CERTIFIED
         cells = []
-        for n0, spending, futility in columns:
+        for _, n0, spending, futility, growth in columns:
             try:
                 looks = bounds.sequential_looks(n0, args.n_max, args.sigma, args.eps, args.alpha, spending, futility,
-                                                args.futility_error)
+                                                args.futility_error, growth)
             except ValueError:  # n0 too small for the first look's alpha
                 cells.append("-")
                 continue
@@ -219,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{fixed_seconds.sum():.1f} s in all")
 
     replays = {}
-    for name, spending, futility in SCHEMES:
-        looks = bounds.sequential_looks(args.n0, args.n_max, args.sigma, args.eps, args.alpha, spending, futility,
-                                        args.futility_error)
+    for name, spending, futility, n0, growth in SCHEMES:
+        n0 = args.n0 if n0 is None else n0
+        looks = bounds.sequential_looks(n0, args.n_max, args.sigma, args.eps, args.alpha, spending, futility,
+                                        args.futility_error, growth)
         replays[name] = outcome = bounds.sequential_decisions(draws, looks, delta)
         certified = outcome.decision == bounds.CERTIFIED
         counts = ", ".join(f"{int((outcome.decision == d).sum())} {d}" for d in bounds.DECISIONS)
         mean = float(outcome.n_used.mean())
-        print(f"sequential, {spending} spending, futility {bounds.futility_setting(futility, args.futility_error)} "
+        print(f"sequential {name}: {spending} spending, futility {bounds.futility_setting(futility, args.futility_error)} "
               f"(looks {' '.join(str(look.n) for look in looks)}): {counts}; "
               f"samples per image mean {mean:.1f}, median {float(np.median(outcome.n_used)):g} "
               f"({args.n_max / mean:.2f}x fewer than fixed n); decisions differ from fixed n on "
@@ -237,13 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                  for d in bounds.DECISIONS]
         print(f"  images stopping at each look ({' '.join(str(look.n) for look in looks)}): "
               + "; ".join(f"{d} {counts}" for d, counts in zip(bounds.DECISIONS, stops)))
-        floor = np.where(certified, outcome.n_used, args.n0).mean()
+        floor = np.where(certified, outcome.n_used, n0).mean()
         print(f"  had every image it does not certify stopped at n0 (a perfect futility test): mean {floor:.1f} "
               f"({args.n_max / floor:.2f}x)")
-        if futility == "prediction":
+        if futility != "proof":
             wrong = (outcome.decision == bounds.FUTILE) & fixed_certified
-            print(f"  futile where fixed n certifies: {int(wrong.sum())}/{len(files)} (at most "
-                  f"{args.futility_error:g} per image by construction)")
+            bound = (f"at most {args.futility_error:g} per image by construction" if futility == "prediction"
+                     else "no bound: an estimate")
+            print(f"  futile where fixed n certifies: {int(wrong.sum())}/{len(files)} ({bound})")
         exact = bounds.certificate_miss_probability(looks, args.sigma, args.eps)
         union = np.sum([bounds.certificate_miss_probability([look], args.sigma, args.eps) for look in looks], axis=0)
         print(f"  probability that some look's certificate misses (exact, worst case over score distributions): "
@@ -283,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w") as fh:
             fh.write("file,need_delta,fixed_certified,fixed_lower,fixed_median,fixed_upper,"
-                     + ",".join(f"{s}_decision,{s}_n_used" for s, _, _ in SCHEMES) + ",live_decision,live_n_used\n")
+                     + ",".join(f"{s}_decision,{s}_n_used" for s, *_ in SCHEMES) + ",live_decision,live_n_used\n")
             for i, file in enumerate(files):
                 cells = [file, f"{need[i]:.6g}", str(bool(fixed_certified[i])), f"{fixed.lower[i]:.6g}",
                          f"{fixed.median[i]:.6g}", f"{fixed.upper[i]:.6g}"]
-                cells += [f"{replays[s].decision[i]},{replays[s].n_used[i]}" for s, _, _ in SCHEMES]
+                cells += [f"{replays[s].decision[i]},{replays[s].n_used[i]}" for s, *_ in SCHEMES]
                 cells += [f"{live[i].decision[0]},{int(live[i].n_used[0])}" if live else ","]
                 fh.write(",".join(cells) + "\n")
         print(f"wrote {out}")

@@ -23,6 +23,7 @@ All ranks here are 1-based: rank k names y_(k), the k-th smallest sample, which 
 from __future__ import annotations
 
 import math
+import hashlib
 from fractions import Fraction
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -50,9 +51,13 @@ __all__ = [
     "DEFAULT_N0",
     "FUTILITY_SHARE",
     "DEFAULT_FUTILITY_ERROR",
+    "DEFAULT_GROWTH",
+    "FINAL_SHARE",
+    "POWER_DRAWS",
     "inner_ranks",
     "prediction_levels",
     "futility_setting",
+    "conditional_power",
     "look_sizes",
     "look_alphas",
     "Look",
@@ -192,7 +197,7 @@ def inward_interval(center: float, delta: float) -> tuple[float, float]:
 #
 # A group-sequential scheme over the exact binomial ranks above. Samples of one image
 # are an i.i.d. stream y_1, y_2, ... of f(x + G); look j reads its first n_j values
-# (n_j = n0 * 2^j, the last look n_max) and spends alpha_j of the budget alpha, with
+# (n_j = ceil(n0 * g^j), g = 2 by default, the last look n_max) and spends alpha_j of the budget alpha, with
 # sum_j alpha_j <= alpha. At look j every statement below holds with probability
 # >= 1 - alpha_j, so by the union bound every statement of every look holds at once
 # with probability >= 1 - alpha. On that event whatever the procedure reports at the
@@ -204,11 +209,14 @@ NOT_CERTIFIABLE = "not certifiable"
 FUTILE = "futile"
 UNDECIDED = "undecided"
 DECISIONS = (CERTIFIED, NOT_CERTIFIABLE, FUTILE, UNDECIDED)
-SPENDING = ("equal", "decreasing")
-FUTILITY = ("proof", "prediction")
+SPENDING = ("equal", "decreasing", "final")
+FUTILITY = ("proof", "prediction", "power")
 DEFAULT_N0 = 64  # samples of the first look
+DEFAULT_GROWTH = 2.0  # n_{j+1} / n_j
 FUTILITY_SHARE = 0.5  # part of a look's alpha given to the "not certifiable" test where it can fire
-DEFAULT_FUTILITY_ERROR = 0.05  # futility="prediction": chance of stopping an image fixed n would certify
+FINAL_SHARE = 0.5  # spending="final": part of alpha kept for the last look (n_max)
+DEFAULT_FUTILITY_ERROR = 0.05  # futility="prediction" / "power": see sequential_looks
+POWER_DRAWS = 200  # futility="power": predictive draws per image and look
 
 
 def inner_ranks(
@@ -287,22 +295,64 @@ def futility_setting(futility: str, futility_error: float) -> str:
     return futility if futility == "proof" else f"{futility} {futility_error:g}"
 
 
-def look_sizes(n0: int, n_max: int) -> tuple[int, ...]:
-    """Sample counts of the looks: n0, 2 n0, 4 n0, ... while below n_max, then n_max.
+def conditional_power(
+    sorted_samples: np.ndarray, n_final: int, k_lower: int, k_upper: int, delta: float, draws: int = POWER_DRAWS
+) -> np.ndarray:
+    """Per row, the predictive probability that n_final samples would certify within +-delta.
 
-    ``look_sizes(64, 1000) == (64, 128, 256, 512, 1000)``; ``look_sizes(n, n) == (n,)``.
+    Row i holds the first n (< n_final) of an i.i.d. stream, sorted. Its remaining
+    n_final - n samples are drawn from the Bayesian-bootstrap predictive of those n (a Polya
+    urn: multiplicities 1 + Multinomial(n_final - n, Dirichlet(1, ..., 1))), ``draws`` times;
+    the result is the fraction of draws in which the fixed-n certificate on all n_final,
+    ``y_(k_lower) >= y_(ceil(n_final/2)) - delta`` and ``y_(k_upper) <= y_(ceil(n_final/2)) + delta``,
+    certifies. Shape (A,), float64, in [0, 1].
+
+    An estimate, with no guarantee: it is the conditional power of group-sequential trials,
+    used to give up on images that more samples would very likely not certify. The random
+    draws are seeded by the row's bytes, so a row always gets the same value (a live run and a
+    replay of the same samples agree).
+    """
+    samples = np.asarray(sorted_samples, dtype=np.float64)
+    if samples.ndim != 2 or samples.shape[1] < 1:
+        raise ValueError(f"sorted_samples must have shape (A, n) with n >= 1, got {tuple(samples.shape)}.")
+    n = samples.shape[1]
+    n_final = check_int("n_final", n_final)
+    if n_final <= n:
+        raise ValueError(f"n_final must exceed the samples per row ({n}), got {n_final}.")
+    if not 1 <= k_lower <= k_upper <= n_final:
+        raise ValueError(f"need 1 <= k_lower <= k_upper <= n_final={n_final}, got k_lower={k_lower}, k_upper={k_upper}.")
+    delta = check_nonnegative("delta", delta)
+    draws = check_int("draws", draws)
+    ranks = np.array([k_lower, math.ceil(n_final / 2), k_upper])
+    out = np.empty(samples.shape[0])
+    for i, row in enumerate(samples):
+        rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little"))
+        counts = rng.multinomial(n_final - n, rng.dirichlet(np.ones(n), size=draws)) + 1  # (draws, n)
+        cumulative = np.cumsum(counts, axis=1)
+        lower, median, upper = (row[np.argmax(cumulative >= k, axis=1)] for k in ranks)  # y_(k) of each draw
+        out[i] = np.mean((lower >= median - delta) & (upper <= median + delta))
+    return out
+
+
+def look_sizes(n0: int, n_max: int, growth: float = DEFAULT_GROWTH) -> tuple[int, ...]:
+    """Sample counts of the looks: the distinct ceil(n0 g^j), j = 0, 1, ..., below n_max, then n_max.
+
+    ``look_sizes(64, 1000) == (64, 128, 256, 512, 1000)``; ``look_sizes(n, n) == (n,)``;
+    ``look_sizes(32, 100, 1.25) == (32, 40, 50, 63, 79, 98, 100)``.
     """
     n0 = check_int("n0 (the samples of the first look)", n0)
     n_max = check_int("n_max (the samples of the last look)", n_max)
     if n0 > n_max:
         raise ValueError(f"n0 must be <= n_max, got n0={n0} > n_max={n_max}; lower n0 or raise n_max.")
-    sizes = []
-    n = n0
-    while n < n_max:
-        sizes.append(n)
-        n *= 2
-    sizes.append(n_max)
-    return tuple(sizes)
+    if not (isinstance(growth, (int, float)) and math.isfinite(growth) and growth > 1):
+        raise ValueError(f"growth (n_(j+1) / n_j) must be a finite number > 1, got {growth!r}.")
+    sizes: list[int] = []
+    j = 0
+    while (n := math.ceil(round(n0 * growth**j, 9))) < n_max:
+        if not sizes or n > sizes[-1]:
+            sizes.append(n)
+        j += 1
+    return (*sizes, n_max)
 
 
 def look_alphas(looks: int, alpha: float, spending: str = "equal") -> tuple[float, ...]:
@@ -312,6 +362,10 @@ def look_alphas(looks: int, alpha: float, spending: str = "equal") -> tuple[floa
     - ``"decreasing"``: alpha / 2, alpha / 4, ... and the last look gets the rest
       (alpha / 2^(looks - 1)), so early looks, where few samples make every rank
       expensive, get more of the budget, and the last look (n_max) less.
+    - ``"final"``: ``FINAL_SHARE`` (half) of alpha to the last look, the rest in equal parts
+      to the others (all of it when there is one look), so that many looks cost the last
+      look, which settles the borderline images, little: its ranks stay close to the
+      fixed-n ones.
 
     ``"equal"`` is the default, chosen by measurement (``benchmarks/bench_sequential.py``,
     CNNIQA-LIVE on the 93 images of ../shared/data at shorter side 96, sigma 0.12,
@@ -327,6 +381,10 @@ def look_alphas(looks: int, alpha: float, spending: str = "equal") -> tuple[floa
         return (alpha / looks,) * looks
     if spending == "decreasing":
         return tuple(alpha / 2 ** (j + 1) for j in range(looks - 1)) + (alpha / 2 ** (looks - 1),)
+    if spending == "final":
+        if looks == 1:
+            return (alpha,)
+        return (alpha * (1 - FINAL_SHARE) / (looks - 1),) * (looks - 1) + (alpha * FINAL_SHARE,)
     raise ValueError(f"spending must be one of {SPENDING}, got {spending!r}.")
 
 
@@ -339,8 +397,10 @@ class Look:
     ranks test: ``"proof"``, the "not certifiable" test, inner ranks
     ``inner_ranks(n, sigma, eps, alpha_futility)``; ``"prediction"``, the "futile" test, inner
     ranks at the :func:`prediction_levels` with error ``futility_error`` and
-    ``alpha_futility == 0``. Both inner ranks are None where the look has no such test
-    (see :func:`sequential_looks`).
+    ``alpha_futility == 0``; ``"power"``, the "futile" test by :func:`conditional_power` below
+    ``futility_error``, against the fixed-n certificate of ``n_final`` samples and ranks
+    ``k_final_lower``, ``k_final_upper`` (None where the look has no such test: the last one).
+    Both inner ranks are None where the look has no inner-rank test (see :func:`sequential_looks`).
     """
 
     n: int
@@ -353,9 +413,14 @@ class Look:
     k_inner_upper: int | None
     futility: str = "proof"
     futility_error: float = 0.0
+    n_final: int | None = None
+    k_final_lower: int | None = None
+    k_final_upper: int | None = None
 
     @property
     def has_futility_test(self) -> bool:
+        if self.futility == "power":
+            return self.n_final is not None
         return self.k_inner_lower is not None and self.k_inner_upper is not None
 
 
@@ -377,10 +442,11 @@ def sequential_looks(
     spending: str = "equal",
     futility: str = "proof",
     futility_error: float = DEFAULT_FUTILITY_ERROR,
+    growth: float = DEFAULT_GROWTH,
 ) -> tuple[Look, ...]:
     """The looks of a sequential certification of h_0.5 within radius eps, all fixed in advance.
 
-    Look j has n_j = :func:`look_sizes` (n0, n_max)[j] samples and alpha_j =
+    Look j has n_j = :func:`look_sizes` (n0, n_max, growth)[j] samples and alpha_j =
     :func:`look_alphas` (J + 1, alpha, spending)[j]. Where the inner ranks at
     ``FUTILITY_SHARE * alpha_j`` are ordered (k_inner_lower < k_inner_upper, so the
     "not certifiable" test can fire), that share goes to the test and the rest to the
@@ -419,6 +485,13 @@ def sequential_looks(
     certificate's, so the test fires on images far closer to delta than the "not
     certifiable" test, which must hold with probability 1 - alpha_j / 2.
 
+    ``futility="power"`` tests every look but the last with :func:`conditional_power`: "futile"
+    where the predictive probability that the fixed-n certificate (n_max samples, the whole
+    alpha) would certify is below ``futility_error``. It too spends none of alpha, and the
+    certificates' guarantee holds as stated; "futile" is then an estimate with no error bound
+    (measured in ``benchmarks/bench_sequential.py``), which fires on images close to delta that
+    neither test above can separate.
+
     Raises ValueError when the first look cannot certify anything (n0 too small for
     its alpha_0), which would only waste alpha.
     """
@@ -426,14 +499,28 @@ def sequential_looks(
     check_positive("sigma", sigma)
     if futility not in FUTILITY:
         raise ValueError(f"futility must be one of {FUTILITY}, got {futility!r}.")
-    sizes = look_sizes(n0, n_max)
+    sizes = look_sizes(n0, n_max, growth)
     alphas = look_alphas(len(sizes), alpha, spending)
     if futility == "prediction":
         check_open_unit("futility_error", futility_error)
         levels = prediction_levels(n_max, sigma, eps, alpha, futility_error / 2.0)
         look_error = futility_error / (2.0 * len(sizes))
+    if futility == "power":
+        check_open_unit("futility_error", futility_error)
+        final_ranks = bound_ranks(n_max, sigma, eps, alpha)
+        if final_ranks[0] is None or final_ranks[1] is None:
+            raise ValueError(
+                f"n_max={n_max} samples certify no interval at eps={eps}, sigma={sigma}, alpha={alpha}: "
+                "there is no fixed-n certificate to predict; raise n_max."
+            )
     looks = []
     for n, alpha_j in zip(sizes, alphas):
+        if futility == "power":
+            k_lower, k_upper = bound_ranks(n, sigma, eps, alpha_j)
+            final = (n_max, *final_ranks) if n < n_max else (None, None, None)
+            looks.append(Look(n, alpha_j, alpha_j, 0.0, k_lower, k_upper, None, None, futility,
+                              futility_error if n < n_max else 0.0, *final))
+            continue
         if futility == "prediction":
             k_inner_lower, k_inner_upper = _inner_ranks_at(n, *levels, look_error)
             error, alpha_futility = look_error, 0.0
@@ -517,7 +604,8 @@ def look_decisions(sorted_samples: np.ndarray, look: Look, delta: float) -> Look
       ``y_(k_inner_upper) - y_(k_inner_lower) > 2 delta`` (a lower confidence bound on
       h_{p_upper} - h_{p_lower}, which every certified interval must contain);
     - ``"futile"``: the same comparison for a ``futility="prediction"`` look (a lower
-      confidence bound on h_b - h_a, so the fixed-n certificate would not certify);
+      confidence bound on h_b - h_a, so the fixed-n certificate would not certify); for a
+      ``futility="power"`` look, a :func:`conditional_power` below ``look.futility_error``;
     - ``"undecided"`` otherwise: draw the next look's samples, or stop undecided at n_max.
 
     A certified row is never reported otherwise. For ``"proof"`` looks the cases exclude
@@ -537,7 +625,13 @@ def look_decisions(sorted_samples: np.ndarray, look: Look, delta: float) -> Look
     median = samples[:, math.ceil(look.n / 2) - 1]
     ends = np.array([inward_interval(float(m), delta) for m in median]).reshape(rows, 2)  # exact, rounded inward
     certified = (lower >= ends[:, 0]) & (upper <= ends[:, 1])
-    if look.has_futility_test:
+    if look.has_futility_test and look.futility == "power":
+        futile = np.zeros(rows, dtype=bool)
+        open_rows = ~certified
+        if open_rows.any():
+            power = conditional_power(samples[open_rows], look.n_final, look.k_final_lower, look.k_final_upper, delta)
+            futile[open_rows] = power < look.futility_error
+    elif look.has_futility_test:
         futile = samples[:, look.k_inner_upper - 1] - samples[:, look.k_inner_lower - 1] > 2.0 * delta
     else:
         futile = np.zeros(rows, dtype=bool)

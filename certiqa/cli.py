@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_N0, FUTILITY, sequential_looks
+from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_GROWTH, DEFAULT_N0, FUTILITY, SPENDING, sequential_looks
 from .distributed import join
 from .io import find_images
 from .options import (
@@ -41,23 +41,27 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
     if args.resume and not args.out:
         raise SystemExit("certiqa: error: --resume needs --out, the file to resume.")
-    if args.delta is None and (args.n_max is not None or args.n0 is not None or args.futility is not None
-                               or args.futility_error is not None):
-        raise SystemExit("certiqa: error: --n-max, --n0, --futility and --futility-error need --delta "
-                         "(they set up sequential certification).")
-    if args.futility_error is not None and args.futility != "prediction":
-        raise SystemExit("certiqa: error: --futility-error needs --futility prediction (the proof test spends alpha).")
+    sequential_options = (args.n_max, args.n0, args.growth, args.spending, args.futility, args.futility_error)
+    if args.delta is None and any(option is not None for option in sequential_options):
+        raise SystemExit("certiqa: error: --n-max, --n0, --growth, --spending, --futility and --futility-error need "
+                         "--delta (they set up sequential certification).")
+    if args.futility_error is not None and args.futility not in ("prediction", "power"):
+        raise SystemExit("certiqa: error: --futility-error needs --futility prediction or power "
+                         "(the proof test spends alpha).")
     if args.delta is not None and not (math.isfinite(args.delta) and args.delta >= 0):
         raise SystemExit(f"certiqa: error: --delta must be a finite number >= 0, got {args.delta}.")
     sequential = None
     if args.delta is not None:
         sequential = {"delta": args.delta, "n0": DEFAULT_N0 if args.n0 is None else args.n0,
-                      "n_max": args.n if args.n_max is None else args.n_max, "futility": args.futility or "proof",
+                      "n_max": args.n if args.n_max is None else args.n_max,
+                      "growth": DEFAULT_GROWTH if args.growth is None else args.growth,
+                      "spending": args.spending or "equal", "futility": args.futility or "proof",
                       "futility_error": DEFAULT_FUTILITY_ERROR if args.futility_error is None else args.futility_error}
     try:
         for eps in args.eps if sequential else ():  # refuse a schedule that cannot work before any work
             sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha,
-                             futility=sequential["futility"], futility_error=sequential["futility_error"])
+                             sequential["spending"], sequential["futility"], sequential["futility_error"],
+                             sequential["growth"])
         if args.out:
             check_output_path(args.out)
         group, device = join(resolve_device(args.device))
@@ -99,6 +103,7 @@ def _certify(args: argparse.Namespace) -> int:
         decided = ", ".join(f"{sum(r['decision'] == d for r in run.rows)} {d}" for d in DECISIONS)
         mean = sum(r["n_used"] for r in run.rows) / len(run.rows)
         print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}, "
+              f"growth={sequential['growth']:g}, spending={sequential['spending']}, "
               f"futility={sequential['futility']}): {decided}; "
               f"mean samples per image and radius {mean:g}", file=sys.stderr)
     return run.exit_status
@@ -130,12 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "as few samples as that needs; adds decision and n_used columns")
     cert.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (-n)")
     cert.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({DEFAULT_N0})")
+    cert.add_argument("--growth", type=float, default=None,
+                      help=f"with --delta: ratio of successive looks' samples ({DEFAULT_GROWTH:g}: n0, 2 n0, 4 n0, ...)")
+    cert.add_argument("--spending", choices=SPENDING, default=None,
+                      help="with --delta: how alpha is spread over the looks (equal, the default; decreasing; "
+                           "final: half to the last look)")
     cert.add_argument("--futility", choices=FUTILITY, default=None,
                       help="with --delta: stop an image early when it is proven not certifiable (proof, the default), "
                            "or when the fixed-n certificate at n_max would not certify it either (prediction: "
-                           "decision 'futile', far fewer samples, wrong with probability <= --futility-error)")
+                           "decision 'futile', wrong with probability <= --futility-error; power: 'futile' when the "
+                           "estimated chance that n_max samples certify is below --futility-error, no error bound, "
+                           "fewest samples: use it with --n0 32 --growth 1.25 --spending final)")
     cert.add_argument("--futility-error", type=float, default=None,
-                      help=f"with --futility prediction: that error probability per image ({DEFAULT_FUTILITY_ERROR})")
+                      help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
     return parser
 

@@ -79,14 +79,15 @@ RESULT_COLUMNS = (
     "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
     "clean", "shift", "seed", "resize", "batch_size", "resized_from", "frames", "image_sha256",
 )
-SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "futility", "n_used")
+SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "growth", "spending", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # Compared on resume, with every key of the caller's provenance and the radii.
 SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize")
 DEFAULT_MAX_NOISE_BYTES = 2 << 30
 FLAT_RATIO = 0.1
 
-_FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift", "delta"})
+_FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift", "delta",
+                     "growth"})
 _INTS = frozenset({"n", "seed", "resize", "batch_size", "frames", "n0", "n_used"})
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -180,8 +181,8 @@ def certify_paths(
         group: this process's place under torchrun (default: one process).
         progress: show a progress bar (rank 0 only).
         log: where messages go (default: stderr, above the progress bar).
-        sequential: ``{"delta": D, "n0": N0, "n_max": N}`` (optionally ``"futility"`` and
-            ``"futility_error"``) to certify each radius sequentially instead
+        sequential: ``{"delta": D, "n0": N0, "n_max": N}`` (optionally ``"growth"``, ``"spending"``,
+            ``"futility"`` and ``"futility_error"``) to certify each radius sequentially instead
             (:meth:`SmoothedIQA.certify_sequential`, its own samples per radius); rows add
             :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
 
@@ -197,7 +198,8 @@ def certify_paths(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
         min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
         progress=progress, log=log or _stderr,
-        sequential={"futility": "proof", "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
+        sequential={"growth": bounds.DEFAULT_GROWTH, "spending": "equal", "futility": "proof",
+                    "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
         if sequential else None,
     ).run()
 
@@ -297,6 +299,7 @@ class _Run:
                     "resize": list(resize) if isinstance(resize, tuple) else resize}
         if sequential:
             settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"],
+                            growth=float(sequential["growth"]), spending=sequential["spending"],
                             futility=bounds.futility_setting(sequential["futility"], sequential["futility_error"]))
         self.settings = {**settings, **provenance}
         self.expected = {key: _text(value) for key, value in self.settings.items()}
@@ -408,6 +411,7 @@ class _Run:
             else:
                 records = [smoothed.certify_sequential(
                     x, r, self.sequential["delta"], n0=self.sequential["n0"], n_max=self.sequential["n_max"],
+                    growth=self.sequential["growth"], spending=self.sequential["spending"],
                     futility=self.sequential["futility"], futility_error=self.sequential["futility_error"], seed=seed,
                 ).to_records()[0] for r in self.radii]
         except _ImageFailure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
 
 import mpmath
@@ -44,6 +45,17 @@ def test_look_sizes_pinned():
     assert bounds.look_sizes(16, 128) == (16, 32, 64, 128)
     assert bounds.look_sizes(3, 7) == (3, 6, 7)
     assert bounds.look_sizes(5, 5) == (5,)
+    # growth g: the distinct ceil(n0 g^j) below n_max (ceil(62.5) = 63; 1.5 and 2.25 round up to 2 and 3)
+    assert bounds.look_sizes(32, 100, 1.25) == (32, 40, 50, 63, 79, 98, 100)
+    assert bounds.look_sizes(1, 6, 1.5) == (1, 2, 3, 4, 6)
+    assert bounds.look_sizes(64, 1000, 2.0) == bounds.look_sizes(64, 1000)
+    assert len(bounds.look_sizes(32, 1000, 1.25)) == 17
+
+
+@pytest.mark.parametrize("growth", [1.0, 0.5, float("nan"), float("inf"), "2"])
+def test_look_sizes_refuses_growth_not_above_one(growth):
+    with pytest.raises(ValueError, match=r"growth \(n_\(j\+1\) / n_j\) must be a finite number > 1"):
+        bounds.look_sizes(32, 100, growth)
 
 
 def test_look_alphas_pinned_and_sum_to_alpha():
@@ -51,6 +63,8 @@ def test_look_alphas_pinned_and_sum_to_alpha():
     assert bounds.look_alphas(5, 0.1, "decreasing") == pytest.approx((0.05, 0.025, 0.0125, 0.00625, 0.00625),
                                                                       rel=1e-15)
     assert bounds.look_alphas(1, 0.01, "decreasing") == (0.01,)
+    assert bounds.look_alphas(3, 0.001, "final") == pytest.approx((0.00025, 0.00025, 0.0005), rel=1e-15)
+    assert bounds.look_alphas(1, 0.01, "final") == (0.01,)
     for looks in range(1, 12):
         for spending in bounds.SPENDING:
             assert math.fsum(bounds.look_alphas(looks, 0.001, spending)) == pytest.approx(0.001, rel=1e-12)
@@ -167,6 +181,101 @@ def test_futility_setting_and_errors():
         bounds.prediction_levels(1000, 0.12, 0.05, 0.001, 1.0)
     with pytest.raises(ValueError, match="n_max=10 samples certify no interval"):
         bounds.prediction_levels(10, 0.12, 0.05, 0.001, 0.05)
+    assert bounds.futility_setting("power", 0.05) == "power 0.05"
+    with pytest.raises(ValueError, match="futility_error must lie strictly between 0 and 1"):
+        bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="power", futility_error=1.0)
+    with pytest.raises(ValueError, match="n_max=10 samples certify no interval .*raise n_max"):
+        bounds.sequential_looks(10, 10, 0.12, 0.05, 0.001, futility="power")
+
+
+# --- the "power" futility test: conditional power by the Bayesian-bootstrap predictive ------------
+
+
+def _exact_power(row: np.ndarray, n_final: int, k_lower: int, k_upper: int, delta: float) -> float:
+    """The predictive probability by enumeration: under a Polya urn started with the n sorted values,
+    the multiplicities of n_final - n more draws are uniform over all compositions (Bose-Einstein),
+    so the probability is the certifying fraction of the compositions."""
+    n, extra = len(row), n_final - len(row)
+    certifying = total = 0
+    for bars in itertools.combinations(range(extra + n - 1), n - 1):  # stars and bars
+        cuts = (-1, *bars, extra + n - 1)
+        counts = np.array([cuts[i + 1] - cuts[i] - 1 for i in range(n)]) + 1
+        values = np.repeat(row, counts)
+        lower, median, upper = values[k_lower - 1], values[math.ceil(n_final / 2) - 1], values[k_upper - 1]
+        certifying += bool(lower >= median - delta and upper <= median + delta)
+        total += 1
+    return certifying / total
+
+
+@pytest.mark.parametrize("delta", [0.5, 1.0, 1.5, 2.0])
+def test_conditional_power_matches_enumeration(delta):
+    """5 samples, 7 more to come, ranks (3, 10) of 12: 330 equally likely compositions. 20,000 draws
+    estimate the enumerated probability within a binomial tolerance at level LEVEL."""
+    row = np.array([0.0, 1.0, 1.5, 2.0, 3.5])
+    exact = _exact_power(row, 12, 3, 10, delta)
+    assert 0.0 < exact < 1.0 or delta in (0.5, 2.0)
+    draws = 20_000
+    estimate = float(bounds.conditional_power(row[None], 12, 3, 10, delta, draws=draws)[0])
+    low, high = stats.binom.interval(1 - LEVEL, draws, exact)
+    assert low / draws <= estimate <= high / draws, (estimate, exact)
+
+
+def test_conditional_power_pinned_cases_and_determinism():
+    constant = np.full((1, 20), 3.0)
+    assert bounds.conditional_power(constant, 1000, 290, 711, 0.0).tolist() == [1.0]  # all order statistics equal
+    wide = np.sort(np.random.default_rng(0).standard_normal((1, 50)) * 100.0, axis=1)
+    assert bounds.conditional_power(wide, 1000, 290, 711, 1e-3).tolist() == [0.0]
+    rows = np.sort(np.random.default_rng(1).standard_normal((3, 40)), axis=1)
+    both = bounds.conditional_power(rows, 200, 60, 141, 0.6)
+    assert ((both >= 0) & (both <= 1)).all() and len(set(both.tolist())) > 1
+    # a row's value depends on that row only: the same in another batch, in another order
+    assert bounds.conditional_power(rows[::-1], 200, 60, 141, 0.6).tolist() == both[::-1].tolist()
+    assert bounds.conditional_power(rows[1:2], 200, 60, 141, 0.6).tolist() == both[1:2].tolist()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: bounds.conditional_power(np.zeros(5), 10, 2, 8, 0.1), "shape \\(A, n\\) with n >= 1, got \\(5,\\)"),
+        (lambda: bounds.conditional_power(np.zeros((1, 10)), 10, 2, 8, 0.1), "n_final must exceed the samples per row \\(10\\), got 10"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 8, 2, 0.1), "need 1 <= k_lower <= k_upper <= n_final=10"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 11, 0.1), "k_upper=11"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 8, -1.0), "delta must be a finite number >= 0"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 8, 0.1, draws=0), "draws must be an integer >= 1"),
+    ],
+)
+def test_conditional_power_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_power_looks():
+    """Every look but the last carries the fixed-n certificate to predict (n_max, ranks at the whole
+    alpha) and its error; no alpha goes to the test, so each certificate gets all of alpha_j."""
+    looks = bounds.sequential_looks(32, 1000, 0.12, 0.05, 0.001, "final", "power", 0.05, 1.25)
+    assert [look.n for look in looks] == list(bounds.look_sizes(32, 1000, 1.25))
+    final = bounds.bound_ranks(1000, 0.12, 0.05, 0.001)
+    for look, alpha_j in zip(looks, bounds.look_alphas(len(looks), 0.001, "final")):
+        assert look.futility == "power" and look.alpha_futility == 0.0 and look.alpha_certificate == alpha_j
+        assert (look.k_lower, look.k_upper) == bounds.bound_ranks(look.n, 0.12, 0.05, alpha_j)
+        assert look.k_inner_lower is None and look.k_inner_upper is None
+        if look.n < 1000:
+            assert look.has_futility_test and look.futility_error == 0.05
+            assert (look.n_final, look.k_final_lower, look.k_final_upper) == (1000, *final)
+        else:
+            assert not look.has_futility_test and look.futility_error == 0.0
+    assert looks[-1].alpha == pytest.approx(0.0005, rel=1e-15)
+
+
+@pytest.mark.parametrize("delta, decision", [(4.0, "certified"), (3.99, "undecided"), (0.5, "futile")])
+def test_power_decision_by_hand(delta, decision):
+    """The hand look as a power look predicting n_final 30 with ranks (8, 23) of the values 0..9:
+    certified at delta 4 (the power is not asked); at 3.99 most completions certify (undecided); at
+    0.5 only a completion giving one value all ranks 8..23 would (multiplicity >= 16: at most
+    20,020 of the 10,015,005 equally likely compositions, 0.002), so it is futile."""
+    look = dataclasses.replace(HAND_LOOK, futility="power", futility_error=0.05, alpha_futility=0.0,
+                               k_inner_lower=None, k_inner_upper=None, n_final=30, k_final_lower=8, k_final_upper=23)
+    assert bounds.look_decisions(np.arange(10.0)[None], look, delta).decision.tolist() == [decision]
 
 
 # --- the decision of one look -------------------------------------------------------------------
@@ -292,13 +401,14 @@ def _statement_fails(y: np.ndarray, look: bounds.Look, outcome: bounds.LookOutco
     return fails
 
 
-@pytest.mark.parametrize("futility", bounds.FUTILITY)
+@pytest.mark.parametrize("futility", ["proof", "prediction"])
 @pytest.mark.parametrize("spending", bounds.SPENDING)
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_coverage_under_optional_stopping(name, spending, futility):
     """>= 1 - alpha coverage for the procedure's own stopping rule, for an adversarial rule that
     stops where the interval is narrowest, and for the union event itself (any statement of any
-    look failing), which bounds every stopping rule at once; with either futility test."""
+    look failing), which bounds every stopping rule at once; with either inner-rank futility test
+    (the power test below: its own stopping rule)."""
     h_lo, h_hi = _truth(name)
     looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, spending, futility)
     y = _draws(name, seed=1)
@@ -322,6 +432,22 @@ def test_coverage_under_optional_stopping(name, spending, futility):
     assert union.sum() <= tolerance(TRIALS, ALPHA), union.sum()
     stop = bounds.NOT_CERTIFIABLE if futility == "proof" else bounds.FUTILE
     assert seen == {bounds.CERTIFIED, stop, bounds.UNDECIDED}  # every decision, the futility test's included
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_coverage_with_the_power_test(name):
+    """The power test spends no alpha and only decides when to stop: the procedure's own rule keeps
+    >= 1 - alpha coverage (binomial tolerance at LEVEL), on looks of growth 1.5 with final spending."""
+    h_lo, h_hi = _truth(name)
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, "final", "power", 0.05, 1.5)
+    y = _draws(name, seed=2)
+    seen: set[str] = set()
+    for delta in (0.1, 0.4, 1.2):
+        out = bounds.sequential_decisions(y, looks, delta)
+        seen |= set(out.decision)
+        misses = (out.lower > h_lo) | (out.upper < h_hi)
+        assert misses.sum() <= tolerance(TRIALS, ALPHA), (delta, misses.sum())
+    assert {bounds.CERTIFIED, bounds.FUTILE} <= seen
 
 
 def test_each_look_fails_with_its_exact_binomial_probability():
@@ -459,12 +585,34 @@ def test_live_run_equals_the_replay_of_its_own_draws(futility):
         res = smoothed.certify_sequential(x, 0.125, delta, n0=16, n_max=128, futility=futility, futility_error=0.3)
         decisions |= set(res.decision)
         assert res.futility == futility and res.to_records()[0]["futility"] == (
-            "proof" if futility == "proof" else "prediction 0.3")
+            "proof" if futility == "proof" else f"{futility} 0.3")
         assert res.decision == tuple(replay.decision)
         assert res.n_used.tolist() == replay.n_used.tolist()
         for name in ("lower", "median", "upper"):
             assert getattr(res, name).tolist() == getattr(replay, name).tolist()
     assert decisions == {bounds.CERTIFIED, bounds.NOT_CERTIFIABLE if futility == "proof" else bounds.FUTILE}
+
+
+def test_live_run_equals_the_replay_with_any_growth():
+    """batch_size 1: the noise stream is drawn one copy at a time whatever the looks, so looks of
+    growth 1.25 (increments 8, 10, 13, ...) still read exactly the first n_j recorded draws; with
+    final spending and the power test, as the README's fastest setting."""
+    model, x = Recorder(Linear()), _images(1, seed=5)
+    smoothed = SmoothedIQA(model, 0.25, alpha=0.1, batch_size=1, clip=False, seed=11)
+    smoothed.sample(x, 200)
+    draws = torch.cat(model.scores).numpy()[None]
+    options = {"n0": 32, "n_max": 200, "growth": 1.25, "spending": "final", "futility": "power", "futility_error": 0.05}
+    looks = bounds.sequential_looks(32, 200, 0.25, 0.125, 0.1, "final", "power", 0.05, 1.25)
+    decisions = set()
+    for delta in (0.02, 0.07, 0.5):
+        replay = bounds.sequential_decisions(draws, looks, delta)
+        res = smoothed.certify_sequential(x, 0.125, delta, **options)
+        decisions |= set(res.decision)
+        assert res.decision == tuple(replay.decision) and res.n_used.tolist() == replay.n_used.tolist()
+        assert int(res.n_used[0]) in bounds.look_sizes(32, 200, 1.25)
+        record = res.to_records()[0]
+        assert (record["growth"], record["spending"], record["futility"]) == (1.25, "final", "power 0.05")
+    assert bounds.CERTIFIED in decisions and bounds.FUTILE in decisions
 
 
 class SpreadByImage(nn.Module):
@@ -571,7 +719,7 @@ def test_cuda_sequential_samples_on_the_model_device():
         ({"n0": 16.5}, "n0 \\(the samples"),
         ({"n_max": 0}, "n_max \\(the samples of the last look\\)"),
         ({"n0": 128, "n_max": 64}, "n0 must be <= n_max, got n0=128 > n_max=64"),
-        ({"spending": "linear"}, "spending must be one of \\('equal', 'decreasing'\\), got 'linear'"),
+        ({"spending": "linear"}, "spending must be one of \\('equal', 'decreasing', 'final'\\), got 'linear'"),
         ({"n0": 4}, "n0=4 samples cannot certify eps=0.05 at the first look's alpha .*; raise n0"),
     ],
 )
@@ -664,15 +812,24 @@ def test_cli_sequential_writes_decision_and_n_used(small_image, tmp_path, capsys
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] == "futile" and row["futility"] == "prediction 0.2" and row["n_used"] == "32"
     assert "futility=prediction): 0 certified, 0 not certifiable, 1 futile" in capsys.readouterr().err
+    power = ["--futility", "power", "--growth", "1.25", "--spending", "final"]
+    assert main(args + ["--delta", "0", "--eps", "0.1"] + power) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["decision"] == "futile" and row["futility"] == "power 0.05" and row["n_used"] == "32"
+    assert (row["growth"], row["spending"]) == ("1.25", "final")
+    assert "growth=1.25, spending=final, futility=power): 0 certified" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--n-max", "64"], "--n-max, --n0, --futility and --futility-error need --delta"),
-        (["--n0", "16"], "--n-max, --n0, --futility and --futility-error need --delta"),
+        (["--n-max", "64"], "--n-max, --n0, --growth, --spending, --futility and --futility-error need --delta"),
+        (["--n0", "16"], "--n-max, --n0, --growth, --spending, --futility and --futility-error need --delta"),
+        (["--growth", "1.5"], "need --delta"),
+        (["--spending", "final"], "need --delta"),
+        (["--delta", "1", "--growth", "1"], "growth .* must be a finite number > 1, got 1.0"),
         (["--futility", "prediction"], "need --delta"),
-        (["--delta", "1", "--futility-error", "0.1"], "--futility-error needs --futility prediction"),
+        (["--delta", "1", "--futility-error", "0.1"], "--futility-error needs --futility prediction or power"),
         (["--delta", "1", "--futility", "prediction", "--futility-error", "1.5"], "futility_error must lie strictly between 0 and 1"),
         (["--delta", "-1"], "--delta must be a finite number >= 0, got -1.0"),
         (["--delta", "1", "--n0", "4"], "n0=4 samples cannot certify"),
@@ -694,7 +851,7 @@ def test_look_certifies_by_exact_comparison():
     assert bounds.look_decisions(row, look, math.nextafter(0.25, 0.0)).decision.tolist() != [bounds.CERTIFIED]
 
 
-def test_cli_sequential_resume_refuses_another_futility_test(small_image, tmp_path):
+def test_cli_sequential_resume_refuses_another_futility_test_or_schedule(small_image, tmp_path):
     out = tmp_path / "r.csv"
     args = ["certify", str(small_image), "--n", "128", "--n0", "32", "--alpha", "0.1", "--seed", "0", "--quiet",
             "--out", str(out), "--device", "cpu", "--delta", "0", "--eps", "0.1"]
@@ -703,3 +860,6 @@ def test_cli_sequential_resume_refuses_another_futility_test(small_image, tmp_pa
         main(args + ["--futility", "prediction", "--resume"])
     assert "prediction 0.05" in str(refused.value) and "proof" in str(refused.value)
     assert main(args + ["--resume"]) == 0  # the same settings resume
+    for other in (["--growth", "1.5"], ["--spending", "final"]):
+        with pytest.raises(SystemExit, match="growth|spending"):
+            main(args + other + ["--resume"])
