@@ -29,7 +29,8 @@ Smoke setting:
 
 Figures: decisions of each procedure, mean and median samples per image, n_max / mean, and
 how many images the two procedures decide differently (certified or not). --sweep adds a
-table over deltas, n0 and spending schedules from the same recorded draws.
+table over deltas, n0 and spending schedules from the same recorded draws, and one over n0,
+growth and spending for the power test at the headline delta.
 """
 
 from __future__ import annotations
@@ -185,6 +186,24 @@ def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], ar
         print(f"| {round(100 * fraction)} % ({int(fixed.sum())}) | {delta:.4g} | " + " | ".join(cells) + " |")
 
 
+def growth_sweep(draws: np.ndarray, fixed_certified: np.ndarray, delta: float, args: argparse.Namespace) -> None:
+    """Markdown table at the headline delta, the power futility test: n_max / mean samples and
+    differing decisions for each n0 in (32, 64), growth of the looks and spending schedule."""
+    spendings = ("equal", "final")
+    print("| n0 | growth | looks | " + " | ".join(f"{s} spending" for s in spendings) + " |")
+    print("|---" * (len(spendings) + 3) + "|")
+    for n0 in (32, 64):
+        for growth in (2.0, 1.5, 1.25):
+            cells = []
+            for spending in spendings:
+                looks = bounds.sequential_looks(n0, args.n_max, args.sigma, args.eps, args.alpha, spending, "power",
+                                                args.futility_error, growth)
+                outcome = bounds.sequential_decisions(draws, looks, delta)
+                differ = int(((outcome.decision == bounds.CERTIFIED) != fixed_certified).sum())
+                cells.append(f"{args.n_max / outcome.n_used.mean():.2f}x, {differ}")
+            print(f"| {n0} | {growth:g} | {len(looks)} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None:
@@ -266,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.sweep:
         sweep(draws, need, fixed_look, args)
+        growth_sweep(draws, fixed_certified, delta, args)
 
     mismatches, live_seconds, live_passes, live = 0, 0.0, 0, []
     for i, file in enumerate([] if args.skip_live else files):
