@@ -22,8 +22,8 @@ All ranks here are 1-based: rank k names y_(k), the k-th smallest sample, which 
 
 from __future__ import annotations
 
-import math
 import hashlib
+import math
 from fractions import Fraction
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -197,10 +197,10 @@ def inward_interval(center: float, delta: float) -> tuple[float, float]:
 #
 # A group-sequential scheme over the exact binomial ranks above. Samples of one image
 # are an i.i.d. stream y_1, y_2, ... of f(x + G); look j reads its first n_j values
-# (n_j = ceil(n0 * g^j), g = 2 by default, the last look n_max) and spends alpha_j of the budget alpha, with
-# sum_j alpha_j <= alpha. At look j every statement below holds with probability
-# >= 1 - alpha_j, so by the union bound every statement of every look holds at once
-# with probability >= 1 - alpha. On that event whatever the procedure reports at the
+# (n_j = ceil(n0 * g^j), g = 2 by default, the last look n_max) and spends alpha_j of the
+# budget alpha, with sum_j alpha_j <= alpha. At look j every statement below holds with
+# probability >= 1 - alpha_j, so by the union bound every statement of every look holds at
+# once with probability >= 1 - alpha. On that event whatever the procedure reports at the
 # look where it stops is true, whatever rule chose that look (the looks' statements
 # are fixed before any sample is seen; the rule may use the samples in any way).
 

@@ -118,7 +118,7 @@ class SequentialCertificate:
 
     @property
     def futility_setting(self) -> str:
-        """``"proof"``, or ``"prediction E"`` / ``"power E"`` with E the futility error: the ``futility`` column."""
+        """``"proof"``, ``"prediction E"`` or ``"power E"`` (E the futility error): the ``futility`` column."""
         return bounds.futility_setting(self.futility, self.futility_error)
 
     @property
@@ -378,9 +378,9 @@ class SmoothedIQA:
         look an image is "certified" when its interval lies within [median - delta,
         median + delta], "not certifiable" when a lower confidence bound on
         h_{p_upper} - h_{p_lower} exceeds 2 delta, and goes on otherwise; still open at
-        n_max it is "undecided". The looks, their alpha (summing
-        to ``self.alpha``, spread by ``spending``) and ranks are
-        :func:`certiqa.bounds.sequential_looks`; the decisions :func:`certiqa.bounds.look_decisions`.
+        n_max it is "undecided". The looks, their alpha (summing to ``self.alpha``, spread
+        by ``spending``) and ranks are :func:`certiqa.bounds.sequential_looks`; the
+        decisions :func:`certiqa.bounds.look_decisions`.
         ``futility="prediction"`` replaces "not certifiable" by "futile": stop when the
         fixed-n certificate at n_max would not certify either, wrong with probability
         <= ``futility_error`` per image; it spends none of alpha and stops far more images early.
@@ -394,8 +394,9 @@ class SmoothedIQA:
         statements of every look hold at once, so the reported ``lower <= h_0.5(x + d)
         <= upper`` for every ||d||_2 <= eps, and "not certifiable" is true, whichever
         look the image stopped at. With ``futility="prediction"`` or ``"power"`` the
-        certificates keep this guarantee; for "prediction", P["futile" while the fixed-n certificate on the first n_max samples
-        of the same stream would certify] <= futility_error.
+        certificates keep this guarantee; for "prediction", P["futile" while the fixed-n
+        certificate on the first n_max samples of the same stream would certify] <=
+        futility_error.
 
         Images still open continue together (:func:`certiqa.bounds.run_sequential`): each
         look draws only their extra samples (the earlier ones are kept), from one noise
