@@ -94,7 +94,8 @@ def _certify(args: argparse.Namespace) -> int:
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
     resumed = f", {run.resumed} image(s) kept from {args.out}" if run.resumed else ""
     print(
-        f"{len(run.rows)} row(s), {run.certified} image(s) certified now{resumed}, {len(run.errors)} failed "
+        f"{len(run.rows)} row(s), {run.certified} image(s) {'done' if sequential else 'certified'} now{resumed}, "
+        f"{len(run.errors)} failed "
         f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, n={args.n}, alpha={args.alpha}, "
         f"device={device.type}, processes={group.world_size})",
         file=sys.stderr,
