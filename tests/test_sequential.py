@@ -204,16 +204,17 @@ def _exact_power(row: np.ndarray, n_final: int, k_lower: int, k_upper: int, delt
         lower, median, upper = values[k_lower - 1], values[math.ceil(n_final / 2) - 1], values[k_upper - 1]
         certifying += bool(lower >= median - delta and upper <= median + delta)
         total += 1
+    assert total == math.comb(extra + n - 1, n - 1)
     return certifying / total
 
 
-@pytest.mark.parametrize("delta", [0.5, 1.0, 1.5, 2.0])
-def test_conditional_power_matches_enumeration(delta):
-    """5 samples, 7 more to come, ranks (3, 10) of 12: 330 equally likely compositions. 20,000 draws
-    estimate the enumerated probability within a binomial tolerance at level LEVEL."""
+@pytest.mark.parametrize("delta, certifying", [(0.5, 77), (1.0, 161), (1.5, 230), (2.0, 307)])
+def test_conditional_power_matches_enumeration(delta, certifying):
+    """5 samples, 7 more to come, ranks (3, 10) of 12: 330 equally likely compositions, of which the
+    pinned number certify. 20,000 draws estimate that fraction within a binomial tolerance at LEVEL."""
     row = np.array([0.0, 1.0, 1.5, 2.0, 3.5])
     exact = _exact_power(row, 12, 3, 10, delta)
-    assert 0.0 < exact < 1.0 or delta in (0.5, 2.0)
+    assert exact == certifying / 330
     draws = 20_000
     estimate = float(bounds.conditional_power(row[None], 12, 3, 10, delta, draws=draws)[0])
     low, high = stats.binom.interval(1 - LEVEL, draws, exact)
@@ -236,12 +237,16 @@ def test_conditional_power_pinned_cases_and_determinism():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: bounds.conditional_power(np.zeros(5), 10, 2, 8, 0.1), "shape \\(A, n\\) with n >= 1, got \\(5,\\)"),
-        (lambda: bounds.conditional_power(np.zeros((1, 10)), 10, 2, 8, 0.1), "n_final must exceed the samples per row \\(10\\), got 10"),
-        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 8, 2, 0.1), "need 1 <= k_lower <= k_upper <= n_final=10"),
+        (lambda: bounds.conditional_power(np.zeros(5), 10, 2, 8, 0.1),
+         "shape \\(A, n\\) with n >= 1, got \\(5,\\)"),
+        (lambda: bounds.conditional_power(np.zeros((1, 10)), 10, 2, 8, 0.1),
+         "n_final must exceed the samples per row \\(10\\), got 10"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 8, 2, 0.1),
+         "need 1 <= k_lower <= k_upper <= n_final=10"),
         (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 11, 0.1), "k_upper=11"),
         (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 8, -1.0), "delta must be a finite number >= 0"),
-        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 8, 0.1, draws=0), "draws must be an integer >= 1"),
+        (lambda: bounds.conditional_power(np.zeros((1, 5)), 10, 2, 8, 0.1, draws=0),
+         "draws must be an integer >= 1"),
     ],
 )
 def test_conditional_power_errors(call, match):
@@ -274,7 +279,8 @@ def test_power_decision_by_hand(delta, decision):
     0.5 only a completion giving one value all ranks 8..23 would (multiplicity >= 16: at most
     20,020 of the 10,015,005 equally likely compositions, 0.002), so it is futile."""
     look = dataclasses.replace(HAND_LOOK, futility="power", futility_error=0.05, alpha_futility=0.0,
-                               k_inner_lower=None, k_inner_upper=None, n_final=30, k_final_lower=8, k_final_upper=23)
+                               k_inner_lower=None, k_inner_upper=None, n_final=30, k_final_lower=8,
+                               k_final_upper=23)
     assert bounds.look_decisions(np.arange(10.0)[None], look, delta).decision.tolist() == [decision]
 
 
