@@ -23,9 +23,11 @@ Smoke setting:
    "futile" tests (``futility="prediction"`` / ``"power"``, --futility-error), then "power-fine"
    (n0 32, growth 1.25, final spending, power test).
 4. live (unless --skip-live): ``SmoothedIQA.certify_sequential`` on every image with the same
-   seed and the default schedule, timed. With --batch-size dividing n0, each look's extra samples fill the noise buffer in
-   the same chunks as the fixed-n run, so the live run draws exactly the recorded prefix: its
-   decisions and n_used must equal the replay (the mismatch count is printed; it should be 0).
+   seed and the scheme --live-scheme (default "equal"), timed. With --batch-size dividing n0 and
+   every look's increment, each look's extra samples fill the noise buffer in the same chunks as
+   the fixed-n run, so the live run draws exactly the recorded prefix: its decisions and n_used
+   must equal the replay (the mismatch count is printed; it should be 0). Otherwise the live run
+   draws other noise (said so), and its figures are an independent run of the same procedure.
 
 Figures: decisions of each procedure, mean and median samples per image, n_max / mean, and
 how many images the two procedures decide differently (certified or not). --sweep adds a
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="error of the prediction test, threshold of the power test (default: %(default)s)")
     p.add_argument("--sweep", action="store_true",
                    help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")
+    p.add_argument("--live-scheme", choices=[name for name, *_ in SCHEMES], default="equal",
+                   help="the scheme of the live run (default: %(default)s)")
     p.add_argument("--skip-live", action="store_true",
                    help="only the cached fixed-n draws and the replays (e.g. to try another --delta)")
     return p
@@ -287,20 +291,39 @@ def main(argv: list[str] | None = None) -> int:
         sweep(draws, need, fixed_look, args)
         growth_sweep(draws, fixed_certified, delta, args)
 
-    mismatches, live_seconds, live_passes, live = 0, 0.0, 0, []
+    scheme = next(entry for entry in SCHEMES if entry[0] == args.live_scheme)
+    _, spending, futility, n0, growth = scheme
+    n0 = args.n0 if n0 is None else n0
+    sizes = bounds.look_sizes(n0, args.n_max, growth)
+    aligned = all(step % args.batch_size == 0 for step in np.diff((0, *sizes))[:-1])
+    live_cache = cache / f"live_{args.live_scheme}"  # one file per image: a killed live run resumes
+    mismatches, differ, live_seconds, live_passes, live = 0, 0, 0.0, 0, []
     for i, file in enumerate([] if args.skip_live else files):
-        x = read_image(data / file, resize=args.resize, min_size=model.min_size).image[None]
-        recorder.scores.clear()
-        start = time.perf_counter()
-        result = smoothed.certify_sequential(x, args.eps, delta, n0=args.n0, n_max=args.n_max)
-        live_seconds += time.perf_counter() - start
-        live_passes += sum(len(s) for s in recorder.scores)
-        live.append(result)
-        replay = replays["equal"]
-        mismatches += result.decision[0] != replay.decision[i] or int(result.n_used[0]) != replay.n_used[i]
+        stored = live_cache / f"{indices[i]:03d}.json"
+        if stored.is_file():
+            record = json.loads(stored.read_text())
+        else:
+            x = read_image(data / file, resize=args.resize, min_size=model.min_size).image[None]
+            recorder.scores.clear()
+            start = time.perf_counter()
+            result = smoothed.certify_sequential(x, args.eps, delta, n0=n0, n_max=args.n_max, spending=spending,
+                                                 futility=futility, futility_error=args.futility_error, growth=growth)
+            record = {"file": file, "decision": result.decision[0], "n_used": int(result.n_used[0]),
+                      "seconds": time.perf_counter() - start, "passes": sum(len(s) for s in recorder.scores)}
+            live_cache.mkdir(parents=True, exist_ok=True)
+            stored.write_text(json.dumps(record))
+        live_seconds += record["seconds"]
+        live_passes += record["passes"]
+        live.append(record)
+        replay = replays[args.live_scheme]
+        mismatches += record["decision"] != replay.decision[i] or record["n_used"] != replay.n_used[i]
+        differ += (record["decision"] == bounds.CERTIFIED) != fixed_certified[i]
     if live:
         fixed_passes = len(files) * args.n_max
-        print(f"live certify_sequential (equal spending): {mismatches} image(s) differ from the replay; "
+        same = ("draws exactly the recorded prefix" if aligned else
+                f"draws other noise than the fixed-n run (look increments not multiples of batch {args.batch_size})")
+        print(f"live certify_sequential ({args.live_scheme}; {same}): {mismatches} image(s) differ from the replay, "
+              f"{differ} decide differently from fixed n; mean samples per image {live_passes / len(live):.1f}; "
               f"{live_passes} noisy images through the model against {fixed_passes} at fixed n "
               f"({fixed_passes / live_passes:.2f}x); {live_seconds:.1f} s against {fixed_seconds.sum():.1f} s "
               f"({1e3 * live_seconds / live_passes:.2f} against {1e3 * fixed_seconds.sum() / fixed_passes:.2f} ms "
@@ -316,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells = [file, f"{need[i]:.6g}", str(bool(fixed_certified[i])), f"{fixed.lower[i]:.6g}",
                          f"{fixed.median[i]:.6g}", f"{fixed.upper[i]:.6g}"]
                 cells += [f"{replays[s].decision[i]},{replays[s].n_used[i]}" for s, *_ in SCHEMES]
-                cells += [f"{live[i].decision[0]},{int(live[i].n_used[0])}" if live else ","]
+                cells += [f"{live[i]['decision']},{live[i]['n_used']}" if live else ","]
                 fh.write(",".join(cells) + "\n")
         print(f"wrote {out}")
     return 0
