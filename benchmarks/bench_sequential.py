@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")
     p.add_argument("--live-scheme", choices=[name for name, *_ in SCHEMES], default="equal",
                    help="the scheme of the live run (default: %(default)s)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="only the images (of those selected) whose fixed-n draws are already cached")
     p.add_argument("--skip-live", action="store_true",
                    help="only the cached fixed-n draws and the replays (e.g. to try another --delta)")
     return p
@@ -117,6 +119,11 @@ def setting_name(args: argparse.Namespace) -> str:
     return f"{model}{denoiser}_{size}_s{args.sigma:g}_n{args.n_max}_b{args.batch_size}_seed{args.seed}"
 
 
+def cache_stem(cache: Path, index: int, file: str) -> Path:
+    """Where the fixed-n draws of the image at ``index`` in the manifest are kept (``.npy``, ``.json``)."""
+    return cache / f"{index:03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', file)}"
+
+
 def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], indices: list[int],
                 args: argparse.Namespace, cache: Path, min_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw-order scores (m, n_max) and seconds (m,) of the fixed-n run, from the cache where present
@@ -124,7 +131,7 @@ def fixed_draws(smoothed: SmoothedIQA, recorder: Recorder, files: list[str], ind
     cache.mkdir(parents=True, exist_ok=True)
     draws, seconds = [], []
     for i, file in zip(indices, files):
-        stem = cache / f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', file)}"
+        stem = cache_stem(cache, i, file)
         if stem.with_suffix(".json").is_file():
             seconds.append(json.loads(stem.with_suffix(".json").read_text())["seconds"])
             draws.append(np.load(stem.with_suffix(".npy")))
@@ -224,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     smoothed = SmoothedIQA(recorder, args.sigma, n=args.n_max, alpha=args.alpha, batch_size=args.batch_size,
                            denoiser=denoiser, seed=args.seed)
     cache = Path(args.cache) if args.cache else REPO / "runs" / "bench_sequential" / setting_name(args)
+    if args.cached_only:
+        kept = [(i, f) for i, f in zip(indices, files) if cache_stem(cache, i, f).with_suffix(".json").is_file()]
+        if not kept:
+            raise SystemExit(f"--cached-only: no fixed-n draws of these images in {cache}")
+        indices, files = [i for i, _ in kept], [f for _, f in kept]
     print(f"setting: {model_spec(args)}{'' if args.denoiser is None else ' + denoiser ' + args.denoiser}, "
-          f"{len(files)} images{' evenly spaced in the manifest' if args.spaced else ''}, "
+          f"{len(files)} images{' evenly spaced in the manifest' if args.spaced else ''}"
+          f"{' (those with cached draws)' if args.cached_only else ''}, "
           f"{'full size' if args.resize is None else f'shorter side {args.resize}'}, sigma {args.sigma}, "
           f"eps {args.eps}, alpha {args.alpha}, n0 {args.n0}, n_max {args.n_max}, batch {args.batch_size}, "
           f"seed {args.seed}, {torch.get_num_threads()} thread(s); cache {cache}")
