@@ -173,8 +173,8 @@ def oracle_first_n(draws: np.ndarray, delta: float, args: argparse.Namespace) ->
 
 def sweep(draws: np.ndarray, need: np.ndarray, fixed_look: list[bounds.Look], args: argparse.Namespace) -> None:
     """Markdown table: n_max / mean samples and differing decisions, for deltas certifying 10 % to
-    90 % of the images at fixed n, each n0 in (32, 64, 128), each spending schedule with the proof
-    futility test and equal spending with the prediction test (replays only)."""
+    90 % of the images at fixed n, every scheme of SCHEMES at each n0 in (32, 64, 128) (at its own
+    n0 where it fixes one; replays only)."""
     columns = [(name, n0, s, f, g) for name, s, f, fixed_n0, g in SCHEMES
                for n0 in ((32, 64, 128) if fixed_n0 is None else (fixed_n0,)) if n0 <= args.n_max]
     print("| delta certifies at fixed n | delta | " + " | ".join(f"n0 {n0} {name}" for name, n0, *_ in columns) + " |")
@@ -304,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep(draws, need, fixed_look, args)
         growth_sweep(draws, fixed_certified, delta, args)
 
-    scheme = next(entry for entry in SCHEMES if entry[0] == args.live_scheme)
-    _, spending, futility, n0, growth = scheme
+    _, spending, futility, n0, growth = next(entry for entry in SCHEMES if entry[0] == args.live_scheme)
     n0 = args.n0 if n0 is None else n0
     sizes = bounds.look_sizes(n0, args.n_max, growth)
     aligned = all(step % args.batch_size == 0 for step in np.diff((0, *sizes))[:-1])
