@@ -32,6 +32,7 @@ __all__ = [
     "load_image",
     "find_images",
     "resize_image",
+    "downscale_longer_side",
     "file_sha256",
 ]
 
@@ -159,6 +160,18 @@ def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     out = F.interpolate(batched, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     out = out.clamp(0.0, 1.0)
     return out if image.ndim == 4 else out[0]
+
+
+def downscale_longer_side(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """(C, H, W) area-downscaled so that its longer side is ``max_side`` (aspect kept, sides
+    rounded); returned unchanged when it is no longer than that."""
+    if not (isinstance(max_side, int) and max_side >= 1):
+        raise ValueError(f"max_side must be an int >= 1, got {max_side!r}.")
+    scale = max_side / max(image.shape[-2:])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+    return F.interpolate(image[None], size=size, mode="area")[0]
 
 
 def file_sha256(path: str | os.PathLike) -> str:

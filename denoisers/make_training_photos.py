@@ -18,6 +18,16 @@ photographs), each distorted like the photographs:
 
     python denoisers/make_training_photos.py runs/photos_leaves --dead-leaves 40 \
         --grid gaussian_blur jpeg gaussian_noise pixelate quantize
+
+``--debian DIR`` adds the photographs of Debian's wallpaper packages
+(certiqa.debian_photos: 38 photographs under CC0 / CC-BY / CC-BY-SA / GPL / LGPL; fetched into
+DIR with ``apt-get download`` and unpacked there, nothing installed), those of
+``--debian-split`` (``train``: 31, ``val``: the 7 held out, ``all``):
+
+    python denoisers/make_training_photos.py runs/photos_debian9 --debian runs/debian_photos \
+        --grid gaussian_blur jpeg gaussian_noise pixelate quantize motion_blur contrast brightness saturation
+    python denoisers/make_training_photos.py runs/photos_debian_val --photos chelsea rocket \
+        --debian runs/debian_photos --debian-split val --grid gaussian_blur jpeg gaussian_noise pixelate quantize --seed 1
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certiqa.dead_leaves import dead_leaves  # noqa: E402
+from certiqa.debian_photos import fetch_debian_photos, load_debian_photos, photo_names  # noqa: E402
 from certiqa.distortions import DISTORTIONS, LEVELS, distort  # noqa: E402
 from certiqa.models.default_training import TRAINING_PHOTOS, load_skimage_photos  # noqa: E402
 
@@ -50,22 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=3, help="randomly distorted versions per photograph")
     parser.add_argument("--grid", nargs="+", default=None, choices=sorted(DISTORTIONS), metavar="KIND",
                         help="every listed distortion at every level instead of --versions random ones")
+    parser.add_argument("--debian", type=Path, default=None, metavar="DIR",
+                        help="also the photographs of Debian's wallpaper packages (certiqa.debian_photos), "
+                             "downloaded and unpacked into DIR")
+    parser.add_argument("--debian-split", choices=("train", "val", "all"), default="train",
+                        help="which of them (default: %(default)s; val = the held-out ones)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.dead_leaves < 0:
         parser.error(f"--dead-leaves must be >= 0, got {args.dead_leaves}.")
     if min(args.dead_leaves_size) < 1:
         parser.error(f"--dead-leaves-size must be positive, got {args.dead_leaves_size}.")
-    if not args.photos and not args.dead_leaves:
-        parser.error("nothing to write: give --photos NAME ... or --dead-leaves N.")
+    if not args.photos and not args.dead_leaves and args.debian is None:
+        parser.error("nothing to write: give --photos NAME ..., --debian DIR or --dead-leaves N.")
+    names = list(args.photos)
     try:
-        photos = load_skimage_photos(args.photos)
-    except (ValueError, ImportError) as err:
+        photos = load_skimage_photos(args.photos) if args.photos else []
+        if args.debian is not None:
+            debian = photo_names(args.debian_split)
+            photos += load_debian_photos(fetch_debian_photos(args.debian), debian)
+            names += debian
+    except (ValueError, ImportError, RuntimeError, FileNotFoundError) as err:
         raise SystemExit(f"make_training_photos.py: error: {err}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
-    names = sorted(DISTORTIONS)
-    sources = list(zip(args.photos, photos))
+    kinds = sorted(DISTORTIONS)
+    sources = list(zip(names, photos))
     if args.dead_leaves:
         leaves_gen = torch.Generator().manual_seed(args.seed + 1)  # the photographs' draws stay as they were
         palette = None
@@ -82,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.grid:
                 kind, level = args.grid[i // len(LEVELS)], LEVELS[i % len(LEVELS)]
             else:  # kind, level and the distortion's own draws in this order, as the shipped runs used
-                kind = names[int(torch.randint(len(names), (1,), generator=gen))]
+                kind = kinds[int(torch.randint(len(kinds), (1,), generator=gen))]
                 level = int(torch.randint(1, 6, (1,), generator=gen))
             versions.append((f"{kind}{level}", distort(photo.unsqueeze(0), kind, level, generator=gen)[0]))
         for tag, image in versions:

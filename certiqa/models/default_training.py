@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_int, check_nonnegative, check_positive
 from ..distortions import distort_with
+from ..io import downscale_longer_side
 from ..metrics import srocc
 from .cnniqa import CNNIQA, PATCH, read_checkpoint, rgb_to_luma
 
@@ -136,11 +137,7 @@ def load_skimage_photos(names: Sequence[str], max_side: int = _MAX_SIDE) -> list
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         x = torch.from_numpy(np.ascontiguousarray(arr[:, :, :3])).permute(2, 0, 1).float() / 255.0
-        scale = max_side / max(x.shape[1:])
-        if scale < 1:
-            size = (round(x.shape[1] * scale), round(x.shape[2] * scale))
-            x = F.interpolate(x[None], size=size, mode="area")[0]
-        photos.append(x)
+        photos.append(downscale_longer_side(x, max_side))
     return photos
 
 
