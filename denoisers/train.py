@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, val_log.csv, denoiser.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init", default=None, help="start from this denoiser file (same --arch/--arch-config)")
+    p.add_argument("--keep-validated", action="store_true",
+                   help="also keep the weights of every validation as OUT/denoiser_step<STEP>.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         images = load_images(args.data, resize=args.resize, include=args.include)
         val = load_images(args.val_data, resize=args.val_resize or None, include=args.val_include) if args.val_data else []
         result = train_denoiser(model, images, config, args.out, val_images=val, resume=args.resume, device=device,
-                                progress=not args.quiet, meta={"base_model": model_spec(args)})
+                                progress=not args.quiet, meta={"base_model": model_spec(args)},
+                                keep_validated=args.keep_validated)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"train.py: error: {err}") from None
     print(f"trained {result.step} steps; wrote {Path(args.out) / 'denoiser.pt'}")

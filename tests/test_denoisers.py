@@ -494,17 +494,24 @@ def test_training_keeps_the_best_validation_weights(tmp_path):
     cfg = TrainConfig(sigma=0.1, steps=6, batch_size=3, crop=36, arch_config=TINY, epoch_steps=1,
                       checkpoint_every=1, val_n=4, lr=0.05)
     val = _tiny_images(7)
-    res = train_denoiser(model, _tiny_images(), cfg, tmp_path / "a", val_images=val, progress=False)
+    res = train_denoiser(model, _tiny_images(), cfg, tmp_path / "a", val_images=val, progress=False,
+                         keep_validated=True)
     with open(tmp_path / "a" / "val_log.csv") as fh:
         rows = [(int(r["step"]), float(r["srocc_base"])) for r in csv.DictReader(fh)]
     best_step, best = max(rows, key=lambda r: r[1])  # max keeps the first of ties
+    kept = sorted(p.name for p in (tmp_path / "a").glob("denoiser_step*.pt"))
+    assert kept == [f"denoiser_step{s:06d}.pt" for s in range(1, 7)]  # keep_validated: one file per validation
+    for step, srocc in rows:
+        assert read_denoiser_meta(tmp_path / "a" / f"denoiser_step{step:06d}.pt")["val_srocc_base"] == srocc
     meta = read_denoiser_meta(tmp_path / "a" / "denoiser_best.pt")
     assert meta["steps"] == best_step == res.best_validation["step"] and meta["val_srocc_base"] == best
     stopped = train_denoiser(model, _tiny_images(), dataclasses.replace(cfg, steps=best_step), tmp_path / "b",
                              val_images=val, progress=False)
     best_weights = load_denoiser(tmp_path / "a" / "denoiser_best.pt").state_dict()
+    step_weights = load_denoiser(tmp_path / "a" / f"denoiser_step{best_step:06d}.pt").state_dict()
     for key, value in stopped.denoiser.state_dict().items():
-        assert torch.equal(value, best_weights[key]), key
+        assert torch.equal(value, best_weights[key]) and torch.equal(value, step_weights[key]), key
+    assert not list((tmp_path / "b").glob("denoiser_step*.pt"))  # not kept by default
     train_denoiser(model, _tiny_images(), dataclasses.replace(cfg, steps=2), tmp_path / "c", val_images=val,
                    progress=False)
     train_denoiser(model, _tiny_images(), cfg, tmp_path / "c", val_images=val, resume=True, progress=False)

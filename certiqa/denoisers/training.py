@@ -319,13 +319,15 @@ def train_denoiser(
     device: str | torch.device = "cpu",
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    keep_validated: bool = False,
 ) -> TrainResult:
     """Train a denoiser for the frozen ``model``; write ``out_dir``/checkpoint.pt (every
     ``checkpoint_every`` steps and at the end), train_log.csv (one row per step),
     val_log.csv (one row per validation), denoiser.pt (:func:`save_denoiser`, at the end) and,
     with validation images, denoiser_best.pt: the weights at the validation with the highest
     SROCC against the clean scores so far (early stopping without stopping; the file's meta
-    has ``val_srocc_base``), so that a late decline costs nothing.
+    has ``val_srocc_base``), so that a late decline costs nothing. With ``keep_validated`` every
+    validated state is kept too, as denoiser_step<STEP>.pt (6 digits), to score them later.
 
     With ``resume=True`` the run continues from ``out_dir``/checkpoint.pt (which must come
     from the same config, except ``steps``) and ends with the same weights as an
@@ -441,9 +443,11 @@ def train_denoiser(
         if val_images and step % epoch_steps == 0 and epoch % config.val_every == 0:
             last_val = {"step": step, "epoch": epoch,
                         **validate(model, denoiser, val_images, val_sigma, config.val_n, clean=val_clean, seed=config.seed)}
+            denoiser.eval()
+            if keep_validated:
+                save(out / f"denoiser_step{step:06d}.pt", val_srocc_base=last_val["srocc_base"])
             if math.isfinite(last_val["srocc_base"]) and (best_val is None or last_val["srocc_base"] > best_val["srocc_base"]):
                 best_val = last_val
-                denoiser.eval()
                 save(out / "denoiser_best.pt", val_srocc_base=last_val["srocc_base"])  # before the log row: see resume
             denoiser.train()
             _append_csv(val_path, VAL_FIELDS, last_val)
