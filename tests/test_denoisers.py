@@ -22,7 +22,7 @@ from PIL import Image
 
 from certiqa import SmoothedIQA
 from certiqa.denoisers import DnCNN, SubpixelDnCNN, UNet, load_denoiser, pretrained, read_denoiser_meta, save_denoiser
-from certiqa.denoisers.evaluation import fingerprint, median_agreement, smoothed_records, summarise
+from certiqa.denoisers.evaluation import fingerprint, median_agreement, oracle_records, smoothed_records, summarise
 from certiqa.metrics import grouped_srocc
 from certiqa.denoisers.training import (
     TrainConfig,
@@ -796,3 +796,66 @@ def test_shipped_default_mse_denoiser_loads_runs_and_costs_at_most_3_cnniqa():
         y = den(x)
     assert y.shape == x.shape and not torch.equal(y, x)
     assert den.macs(384, 512) / _cnniqa_macs(CNNIQA(), 384, 512) <= 3
+
+
+class _Contrast(torch.nn.Module):
+    """Score = the mean squared deviation of each pixel from its right neighbour (blur lowers it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[..., 1:] - x[..., :-1]).pow(2).flatten(1).mean(1)
+
+
+def test_oracle_records_against_independent_references():
+    """noise_<r> is SmoothedIQA(model, r).predict; blur_<b> is the model on a Gaussian blur computed
+    here by hand (separable kernel of half-width ceil(3b), reflected borders)."""
+    model, images = _Contrast(), _tiny_images(3)
+    rows = oracle_records(model, images, [0.01, 0.05], [0.5, 1.3], n=6, seed=3, batch_size=4, progress=False)
+    assert [r["name"] for r in rows] == [im.name for im in images]
+    assert set(rows[0]) == {"name", "clean", "noise_0.01", "noise_0.05", "blur_0.5", "blur_1.3"}
+    for row, im in zip(rows, images):
+        x = im.image.unsqueeze(0)
+        assert row["clean"] == float(model(x))
+        for r in (0.01, 0.05):
+            assert row[f"noise_{r:g}"] == float(SmoothedIQA(model, r, n=6, batch_size=4, seed=3).predict(x)[0])
+        for b in (0.5, 1.3):
+            half = math.ceil(3 * b)
+            t = torch.arange(-half, half + 1, dtype=torch.float32)
+            g = torch.exp(-t ** 2 / (2 * b * b))
+            g = g / g.sum()
+            padded = torch.nn.functional.pad(x, (half, half, half, half), mode="reflect")
+            c = x.shape[1]
+            y = torch.nn.functional.conv2d(padded, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+            y = torch.nn.functional.conv2d(y, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+            assert row[f"blur_{b:g}"] == pytest.approx(float(model(y)), rel=1e-5)
+            assert row[f"blur_{b:g}"] < row["clean"]  # blur lowers the contrast score
+    assert rows[0]["blur_1.3"] < rows[0]["blur_0.5"]
+
+
+def test_oracle_records_errors():
+    model, images = _Contrast(), _tiny_images(1)
+    for bad in ([0.0], [-0.1], [math.nan], ["0.1"]):
+        with pytest.raises(ValueError, match="residual_stds must be positive finite numbers"):
+            oracle_records(model, images, bad, [], progress=False)
+    with pytest.raises(ValueError, match="blur_sigmas must be positive finite numbers"):
+        oracle_records(model, images, [0.1], [0], progress=False)
+    with pytest.raises(ValueError, match="at least one residual std or blur sigma"):
+        oracle_records(model, images, [], [], progress=False)
+
+
+def test_oracle_bound_script(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    script = Path(__file__).resolve().parents[1] / "denoisers" / "oracle_bound.py"
+    run = subprocess.run([sys.executable, str(script), "--data", str(tmp_path), "--model", "default", "--residual",
+                          "0.01", "--blur", "0.5", "--n", "2", "--quiet", "--out", str(tmp_path / "o.csv")],
+                         capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert lines[0] == "4 images, n 2, noise seed 0"
+    assert lines[4].startswith("| clean + white noise, std 0.01 | ") and lines[5].startswith("| clean, Gaussian blur")
+    with open(tmp_path / "o.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["name", "clean", "noise_0.01", "blur_0.5"] and len(rows) == 4
+    failed = subprocess.run([sys.executable, str(script), "--data", str(tmp_path), "--model", "default", "--residual",
+                             "-1", "--quiet"], capture_output=True, text=True)
+    assert failed.returncode == 1 and "residual_stds must be positive finite numbers" in failed.stderr

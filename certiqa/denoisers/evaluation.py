@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import kornia
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -24,7 +25,7 @@ from ..models.spec import LoadedModel
 from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
 
-__all__ = ["fingerprint", "smoothed_records", "summarise", "median_agreement"]
+__all__ = ["fingerprint", "smoothed_records", "summarise", "median_agreement", "oracle_records"]
 
 
 def fingerprint(module: nn.Module | None) -> str:
@@ -211,3 +212,46 @@ def median_agreement(rows: Sequence[dict[str, Any]], reference: Sequence[dict[st
         "srocc": _defined(metrics.srocc, small, clean),
         "srocc_reference": _defined(metrics.srocc, large, clean),
     }
+
+
+def oracle_records(
+    model: nn.Module,
+    images: Sequence[TrainImage],
+    residual_stds: Sequence[float],
+    blur_sigmas: Sequence[float],
+    *,
+    n: int = 8,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """What the model scores if a denoiser's output were the clean image x plus a small
+    error: an upper bound on what denoising can keep, that needs no denoiser.
+
+    One row per image: ``name``, ``clean`` = f(x), for each r in ``residual_stds``
+    ``noise_<r>`` = the median of f(clip(x + r G)) over ``n`` draws (white Gaussian residual
+    noise of std r, :meth:`SmoothedIQA.predict` with sigma r and ``seed``), and for each b in
+    ``blur_sigmas`` ``blur_<b>`` = f(gaussian_blur(x, b)) (the smoothing that denoisers leave;
+    kernel 2 ceil(3b) + 1, reflected borders). A denoiser whose output is further from x than
+    these cannot be expected to rank images better than the column it resembles."""
+    for name, values in (("residual_stds", residual_stds), ("blur_sigmas", blur_sigmas)):
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0) for v in values):
+            raise ValueError(f"{name} must be positive finite numbers, got {list(values)!r}.")
+    if not residual_stds and not blur_sigmas:
+        raise ValueError("give at least one residual std or blur sigma.")
+    model = model.eval()
+    smoothers = {r: SmoothedIQA(model, r, n=n, batch_size=batch_size, seed=seed) for r in residual_stds}
+    rows = []
+    for im in tqdm(images, desc="oracle", disable=not progress, dynamic_ncols=True):
+        x = im.image.unsqueeze(0)
+        row: dict[str, Any] = {"name": im.name}
+        for r, smoothed in smoothers.items():
+            row[f"noise_{r:g}"] = float(smoothed.predict(x)[0])
+        with torch.no_grad():
+            row["clean"] = float(model(x).reshape(()))
+            for b in blur_sigmas:
+                k = 2 * math.ceil(3 * b) + 1
+                blurred = kornia.filters.gaussian_blur2d(x, (k, k), (float(b), float(b)), border_type="reflect")
+                row[f"blur_{b:g}"] = float(model(blurred).reshape(()))
+        rows.append({"name": im.name, "clean": row.pop("clean"), **{k: v for k, v in row.items() if k != "name"}})
+    return rows
