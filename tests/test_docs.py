@@ -324,6 +324,13 @@ def run_block(block: Block, workdir: Path) -> str:
     return "".join(output)
 
 
+def missing_output_lines(expected: str, output: str) -> list[str]:
+    """The lines of a documented output that a real run did not print (progress-bar redraws,
+    separated by carriage returns, count as lines; trailing spaces are ignored)."""
+    got = {line.rstrip() for line in re.split(r"[\r\n]", output) if line.strip()}
+    return [line for line in expected.splitlines() if line.strip() and line.rstrip() not in got]
+
+
 def scratch_repo(tmp_path: Path) -> Path:
     """A folder whose entries link to the repository's, beside a link to the shared data."""
     work = tmp_path / "repo"
@@ -357,10 +364,9 @@ def test_run_blocks_run(block: Block, tmp_path: Path):
     assert check_block(block) == []
     output = run_block(block, scratch_repo(tmp_path))
     if block.output is not None and not block.overrides:
-        got = [line.rstrip() for line in re.split(r"[\r\n]", output) if line.strip()]
-        missing = [line for line in block.output.splitlines() if line.strip() and line.rstrip() not in got]
+        missing = missing_output_lines(block.output, output)
         assert not missing, (f"{block.where()}: the documented output differs from a real run; "
-                             f"lines not printed: {missing}\nthe run printed:\n" + "\n".join(got))
+                             f"lines not printed: {missing}\nthe run printed:\n{output}")
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -425,8 +431,64 @@ def test_split_commands_handles_the_shell_forms_the_docs_use():
         ["torchrun", "--nproc-per-node", "2", "-m", "certiqa", "certify", "d", "-n", "5"]]
 
 
+def test_output_check_reports_changed_lines():
+    expected = "a  1.00\nwrote 2 row(s)\n"
+    assert missing_output_lines(expected, "progress\ra  1.00\nwrote 2 row(s)\n") == []
+    assert missing_output_lines(expected, "a  1.01\nwrote 2 row(s)\n") == ["a  1.00"]
+
+
 def test_overrides_replace_any_spelling():
     from certiqa.cli import build_parser
     sub = build_parser()._subparsers._group_actions[0].choices["certify"]
     assert with_overrides(sub, ["x", "-n", "200", "--seed", "0"], ["--n", "24"]) == ["x", "-n", "24", "--seed", "0"]
     assert with_overrides(sub, ["x"], ["--n", "24"]) == ["x", "--n", "24"]
+
+
+def test_api_reference_modules_import():
+    """Every module the API reference renders (``::: name`` in docs/api) imports cleanly."""
+    import importlib
+    names = [line.split(":::", 1)[1].strip() for page in sorted((REPO / "docs" / "api").glob("*.md"))
+             for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(":::")]
+    assert "certiqa.bounds" in names
+    for name in names:
+        importlib.import_module(name)
+
+
+def test_readme_links_point_to_existing_files():
+    """The README is not part of the site build, so its relative links are checked here."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)]+)\)", text) if "://" not in t]
+    assert targets
+    missing = [t for t in targets if t and not (REPO / t).exists()]
+    assert not missing, missing
+
+
+def test_every_certify_option_is_documented():
+    """docs/cli.md names every option of `certiqa certify`, so a new option cannot stay undocumented."""
+    from certiqa.cli import build_parser
+    sub = build_parser()._subparsers._group_actions[0].choices["certify"]
+    page = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    missing = [action.option_strings[-1] for action in sub._actions
+               if action.option_strings and action.option_strings[-1] != "--help"
+               and not re.search(re.escape(action.option_strings[-1]) + r"(?![\w-])", page)]
+    assert not missing, f"options of certiqa certify missing from docs/cli.md: {missing}"
+
+
+@pytest.mark.slow
+def test_readme_python_quick_start_runs(capsys):
+    """The README's Python block runs as written, at n 64 instead of 1000."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"## Python quick start\n\n```python\n(.*?)```", text, flags=re.S)
+    assert "n=1000" in code
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        exec(compile(code.replace("n=1000", "n=64"), "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].endswith("tensor([True])"), lines[0]                 # eps 0.05 is certified at n 64
+    assert "'certified': True" in lines[1] and "'n': 64" in lines[1], lines[1]
+    assert re.fullmatch(r"tensor\(\[0\.\d+\], dtype=torch\.float64\)", lines[2]), lines[2]  # a radius in (0, 1)
+    assert re.match(r"\('(certified|not certifiable|futile|undecided)',\) tensor\(\[\d+\]\)", lines[3]), lines[3]
