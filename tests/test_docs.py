@@ -492,3 +492,16 @@ def test_readme_python_quick_start_runs(capsys):
     assert "'certified': True" in lines[1] and "'n': 64" in lines[1], lines[1]
     assert re.fullmatch(r"tensor\(\[0\.\d+\], dtype=torch\.float64\)", lines[2]), lines[2]  # a radius in (0, 1)
     assert re.match(r"\('(certified|not certifiable|futile|undecided)',\) tensor\(\[\d+\]\)", lines[3]), lines[3]
+
+
+SCRIPTS = sorted(p for folder in ("certify", "denoisers", "examples", "benchmarks")
+                 for p in (REPO / folder).glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_script_parser_is_reachable(script: Path):
+    """Each script's parser can be had without running the script, so documented commands of
+    every script can be checked."""
+    parser = script_parser(script)
+    assert isinstance(parser, argparse.ArgumentParser)
+    assert parse_error(parser, ["--no-such-option-anywhere"]) is not None
