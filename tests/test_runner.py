@@ -145,11 +145,11 @@ def test_jsonl_streams_and_json_is_written_at_the_end(tmp_path):
 
     out = tmp_path / "r.json"
     partial = tmp_path / "r.json.partial.jsonl"
-    out.write_text("[]\n")  # an older result is removed at the start, never left looking current
+    out.write_text("[]\n")  # an older result replaced (overwrite) is removed at the start, never left looking current
     model = MeanScore()
     seen = []
     model.hook = lambda x: seen.append((out.exists(), partial.read_text().count("\n"))) if x.shape[0] == 1 else None
-    run(smoothed_mean(model), paths, out)
+    run(smoothed_mean(model), paths, out, overwrite=True)
     assert seen == [(False, 0), (False, 2), (False, 4)]
     assert certificates(json.loads(out.read_text())) == certificates(reference)
     assert not partial.exists()
@@ -314,13 +314,14 @@ def test_flatness_warning_threshold():
     def rows(medians, cleans):
         return [{"path": f"p{i}", "median": m, "clean": c} for i, (m, c) in enumerate(zip(medians, cleans))]
 
-    assert flatness_warning(rows([50, 59], [0, 100])).startswith(
-        "the smoothed medians of 2 images span 9 while their clean scores span 100 (9.0%, under 10%): "
+    score_range = (0, 100)
+    assert flatness_warning(rows([50, 59, 55], [0, 100, 50]), score_range=score_range).startswith(
+        "the smoothed medians of 3 images span 9 while their clean scores span 100 (9.0%, under 10%): "
         "the smoothed model has gone flat")
-    assert "(--denoiser)" in flatness_warning(rows([50, 59], [0, 100]))
-    assert flatness_warning(rows([50, 60], [0, 100])) is None  # exactly 10 %: not flat
-    assert flatness_warning(rows([50, 50], [3, 3])) is None  # clean scores do not spread
-    assert flatness_warning(rows([50], [0])) is None
+    assert "(--denoiser)" in flatness_warning(rows([50, 59, 55], [0, 100, 50]), score_range=score_range)
+    assert flatness_warning(rows([50, 60, 55], [0, 100, 50]), score_range=score_range) is None  # exactly 10 %: not flat
+    assert flatness_warning(rows([50, 50, 50], [3, 3, 3]), score_range=score_range) is None  # clean scores do not spread
+    assert flatness_warning(rows([50], [0]), score_range=score_range) is None
 
 
 def test_a_flat_smoothed_model_is_warned_about(tmp_path):
