@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except (RunRefused, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
-    if run.is_main and run.rows:
+    if run.is_main and run.rows and not run.stopped:  # a stopped run said what is kept; its summary would be partial
         print(summarize_by_eps(run.rows))
     return run.exit_status
 

@@ -397,7 +397,7 @@ class _Run:
                     result.rows = self._finish(rows, result)
                     if result.stopped:
                         return result
-                    score_range = self.provenance.get("score_range")
+                    score_range = self.provenance.get("score_range", getattr(self.smoothed.model, "score_range", None))
                     for warning in (range_warning(result.rows, score_range),
                                     flatness_warning(result.rows, score_range=score_range)):
                         if warning:
