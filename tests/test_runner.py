@@ -112,6 +112,7 @@ def test_rows_carry_clean_score_shift_and_provenance(tmp_path):
             "mean", "ab" * 32, "False", "[0.0, 100.0]", "")
         assert (row["sigma"], row["n"], row["alpha"], row["seed"], row["resize"]) == ("0.12", "16", "0.2", "0", "")
         assert (row["batch_size"], row["frames"], row["resized_from"]) == ("32", "1", "")
+        assert (row["requested_batch"], row["max_noise_bytes"]) == ("32", str(2 << 30))
         assert (row["device"], row["torch"], row["certiqa"]) == ("cpu", torch.__version__, certiqa.__version__)
         # the image's noise comes from (seed, file SHA-256) only: sample() with that seed gives the same median
         x = torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255).permute(2, 0, 1)[None]
@@ -276,6 +277,9 @@ def test_noise_buffer_limit_lowers_the_batch_or_refuses(tmp_path):
     smoothed = smoothed_mean()
     result = run(smoothed, paths, tmp_path / "r.csv", max_noise_bytes=3 * 23040 + 5, log=messages.append)
     assert [row["batch_size"] for row in result.rows] == [3, 3]
+    assert [(row["requested_batch"], row["max_noise_bytes"]) for row in result.rows] == [(32, 3 * 23040 + 5)] * 2
+    resumed = run(smoothed, paths, tmp_path / "r.csv", max_noise_bytes=3 * 23040 + 5, resume=True)
+    assert resumed.resumed == 1 and resumed.certified == 0  # the lowered batch is no other setting
     assert messages == [f"note: {paths[0]}: batch lowered from 32 to 3 so that the noise buffer of this 40x48 image "
                         "stays within 67.5 KiB (column batch_size)."]
     x = torch.from_numpy(np.asarray(Image.open(paths[0]), dtype=np.float32) / 255).permute(2, 0, 1)[None]
