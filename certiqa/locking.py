@@ -71,6 +71,7 @@ class OutputLock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in _UNSUPPORTED:
+                    self.path.unlink(missing_ok=True)  # of no use where nothing can lock it
                     return (f"{self.path.parent} does not support file locks ({err.strerror}); make sure no other "
                             "run writes this output at the same time.")
                 raise

@@ -24,7 +24,7 @@ from PIL import Image
 from certiqa.cli import main
 from certiqa.locking import LockHeld, OutputLock, lock_path
 from certiqa.runner import FLAT_MIN_SPAN, RunRefused, flatness_warning, image_noise_seed, range_warning
-from certiqa import runner
+from certiqa import locking, runner
 
 from conftest import REPO
 from test_runner import MeanScore, certificates, make_images, read_csv, run, smoothed_mean
@@ -84,6 +84,21 @@ def test_the_lock_is_released_when_the_run_is_refused_or_fails(tmp_path):
     with pytest.raises(LockHeld):
         OutputLock(out).acquire()
     lock.release()
+
+
+def test_a_filesystem_without_locks_gets_a_note_and_the_run_goes_on(tmp_path, monkeypatch):
+    paths = make_images(tmp_path / "imgs", 1)
+    out = tmp_path / "r.csv"
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locking.fcntl, "flock", no_locks)
+    messages = []
+    assert run(smoothed_mean(), paths, out, log=messages.append).exit_status == 0
+    assert messages == [f"note: {tmp_path} does not support file locks (No locks available); make sure no other run "
+                        "writes this output at the same time."]
+    assert len(read_csv(out)) == 2 and not lock_path(out).exists()
 
 
 # -- an existing output is not replaced silently ----------------------------------------------
