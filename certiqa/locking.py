@@ -82,12 +82,12 @@ class OutputLock:
             if same:
                 break
             os.close(fd)
+        self._fd = fd  # held from here on: release() lets it go even if the record cannot be written
         previous = _describe(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        self._fd = fd
         if previous:
             return f"took over the lock {self.path} left by a run that has ended ({previous})."
         return None
