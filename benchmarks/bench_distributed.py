@@ -57,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
         group.gather(None)  # every rank has loaded the model and warmed up: start together
         start = time.perf_counter()
         run = certify_paths(smoothed, paths, 0.05, out=args.out, provenance=describe_model(model), group=group,
-                            min_size=model.min_size, progress=False)
+                            min_size=model.min_size, progress=False, overwrite=True)  # the file of the last round
         seconds = time.perf_counter() - start
         if group.is_main:
             assert not run.errors, run.errors

@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             run = certify_paths(
                 smoothed, [str(s.path) for s in samples], args.eps, out=args.out,
                 provenance=describe_models(args, model), extra={str(s.path): {"score": s.score} for s in samples},
-                resume=args.resume, min_size=model.min_size, resize=args.resize,
+                resume=args.resume, overwrite=args.overwrite, min_size=model.min_size, resize=args.resize,
                 max_noise_bytes=args.max_noise_mb << 20, group=group,
             )
         except (RunRefused, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
-    if run.is_main and run.rows:
+    if run.is_main and run.rows and not run.stopped:  # a stopped run said what is kept; its summary would be partial
         print(summarize_by_eps(run.rows))
     return run.exit_status
 

@@ -81,12 +81,12 @@ def _certify(args: argparse.Namespace) -> int:
                 raise ValueError("no image files found in " + ", ".join(args.paths))
             run = certify_paths(
                 smoothed, paths, args.eps, out=args.out, provenance=describe_models(args, model), resume=args.resume,
-                min_size=model.min_size, max_noise_bytes=args.max_noise_mb << 20, group=group,
+                overwrite=args.overwrite, min_size=model.min_size, max_noise_bytes=args.max_noise_mb << 20, group=group,
                 progress=not args.quiet, log=_log, sequential=sequential,
             )
         except (RunRefused, ValueError, TypeError, FileNotFoundError) as err:
             raise SystemExit(f"certiqa: error: {err}") from None
-    if not run.is_main or run.interrupted is not None and group.distributed:  # nothing merged to report
+    if not run.is_main or run.stopped or run.interrupted is not None and group.distributed:  # nothing to report
         return run.exit_status
     if run.rows:
         print(format_table(run.rows))

@@ -156,6 +156,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results file: .csv or .jsonl (rows written as each image is done) or .json (at the end)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already in --out (same settings required) and certify the rest")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (without it or --resume, an existing --out is refused)")
     parser.add_argument("--max-noise-mb", type=int, default=DEFAULT_MAX_NOISE_BYTES >> 20, metavar="MB",
                         help="largest noise buffer in MiB; larger images get a smaller batch (%(default)s)")
 

@@ -3,14 +3,22 @@ and ``certify/certify_set.py``.
 
 Nothing is lost and nothing is done twice:
 
+- one run writes an output at a time: rank 0 holds an OS lock on ``OUT.lock``
+  (:mod:`certiqa.locking`) for the whole run, and a second run is refused with the
+  first one's pid and host;
+- an existing non-empty output is refused unless ``resume`` (continue it) or
+  ``overwrite`` (replace it) is given;
 - each image's rows are appended to the output and flushed to disk (fsync) as soon
   as the image is certified: CSV for ``.csv``, JSON Lines for ``.jsonl``. A ``.json``
   output is written atomically at the end; meanwhile its rows stream to
   ``OUT.partial.jsonl``. The output is opened before any work, so an unwritable
-  ``--out`` is refused at once;
+  ``--out`` is refused at once. A failed write (disk full) removes the part of the
+  image it wrote, stops the run and says how many rows are safe;
 - ``resume=True`` keeps every image whose rows are complete in the output (a torn
   last line left by a kill is dropped and its image redone) and certifies the
-  others, once it has checked that the output was made with the same settings;
+  others, once it has checked that the output was made with the same settings
+  (batch size and noise-buffer limit included: the noise depends on them); an
+  image whose file changed since (its SHA-256 differs) is certified again;
 - SIGINT / SIGTERM drop the image being certified (or let its rows finish writing),
   keep every finished row and return (exit status 130 / 143 in the command line);
 - an image that fails (unreadable, too small, too large for the noise-buffer limit,
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import errno
 import io
 import json
 import os
@@ -55,6 +64,7 @@ from . import __version__, bounds
 from ._checks import check_nonnegative, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
+from .locking import LockHeld, OutputLock
 from .metrics import plcc, srocc
 from .smoothing import SmoothedIQA, _eval_mode, certify_samples
 
@@ -65,6 +75,7 @@ __all__ = [
     "check_output_path",
     "image_noise_seed",
     "flatness_warning",
+    "range_warning",
     "format_table",
     "summarize_by_eps",
     "RESULT_COLUMNS",
@@ -73,22 +84,32 @@ __all__ = [
     "SETTING_COLUMNS",
     "DEFAULT_MAX_NOISE_BYTES",
     "FLAT_RATIO",
+    "FLAT_MIN_IMAGES",
+    "FLAT_MIN_SPAN",
+    "RANGE_SLACK",
+    "SIGMA_WARN",
 ]
 
 RESULT_COLUMNS = (
     "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
-    "clean", "shift", "seed", "resize", "batch_size", "resized_from", "frames", "image_sha256",
+    "clean", "shift", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "resized_from", "frames",
+    "image_sha256",
 )
 SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "growth", "spending", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # Compared on resume, with every key of the caller's provenance and the radii.
-SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize")
+SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize", "requested_batch", "max_noise_bytes")
 DEFAULT_MAX_NOISE_BYTES = 2 << 30
-FLAT_RATIO = 0.1
+FLAT_RATIO = 0.1  # medians spanning less than this share of the clean scores' span: flat
+FLAT_MIN_IMAGES = 3  # the flatness warning needs at least this many images ...
+FLAT_MIN_SPAN = 0.1  # ... whose clean scores span at least this share of the model's score range
+RANGE_SLACK = 0.05  # a median farther outside the score range than this share of its width is warned about
+SIGMA_WARN = 1.0  # sigma above the whole pixel range [0, 1] is warned about
 
 _FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift", "delta",
                      "growth"})
-_INTS = frozenset({"n", "seed", "resize", "batch_size", "frames", "n0", "n_used"})
+_INTS = frozenset({"n", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "frames", "n0",
+                   "n_used"})
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -107,7 +128,9 @@ class CertifyRun:
     output in input order (earlier rows included when resuming), ``errors`` one
     ``"PATH: reason"`` line per image that failed on any rank, ``certified`` the
     images certified by this run on all ranks. On other ranks: their own counts and
-    errors, no rows. ``interrupted`` is the signal number that stopped this process.
+    errors, no rows. ``interrupted`` is the signal number that stopped this process;
+    ``stopped`` the one-line reason the run stopped early because its rows could not
+    be written (a full disk), saying what is kept and how to resume (already logged).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -116,15 +139,17 @@ class CertifyRun:
     certified: int = 0
     remaining: int = 0
     interrupted: int | None = None
+    stopped: str | None = None
     is_main: bool = True
 
     @property
     def exit_status(self) -> int:
         """128 + the signal number when interrupted (130 for SIGINT, 143 for SIGTERM);
-        else 1 when an image failed (rank 0 only, which counts every rank's failures); else 0."""
+        else 1 when the rows could not be written, or when an image failed (rank 0 only,
+        which counts every rank's failures); else 0."""
         if self.interrupted is not None:
             return 128 + self.interrupted
-        return 1 if self.errors and self.is_main else 0
+        return 1 if self.stopped or self.errors and self.is_main else 0
 
 
 def check_output_path(out: str | os.PathLike) -> Path:
@@ -150,6 +175,7 @@ def certify_paths(
     provenance: Mapping[str, Any] | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     min_size: int = 1,
     resize: int | tuple[int, int] | None = None,
     max_noise_bytes: int = DEFAULT_MAX_NOISE_BYTES,
@@ -174,6 +200,7 @@ def certify_paths(
             model, model_sha256, denoiser, denoiser_sha256, lower_better, score_range.
         extra: per path (as given), more columns for its rows (e.g. a human score).
         resume: keep the images already complete in ``out`` and certify the others.
+        overwrite: replace an existing non-empty ``out`` (refused without it or ``resume``).
         min_size, resize: passed to :func:`certiqa.io.read_image`.
         max_noise_bytes: largest noise buffer; an image whose ``batch_size`` noisy
             copies exceed it is certified with a smaller batch, or refused when one
@@ -187,7 +214,8 @@ def certify_paths(
             :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
 
     Raises:
-        RunRefused: ``out`` cannot be written, is not a certiqa results file, or (with
+        RunRefused: ``out`` cannot be written, is being written by another run, exists
+            (without ``resume`` or ``overwrite``), is not a certiqa results file, or (with
             ``resume``) was made with other settings; raised on every rank, before any
             image is certified.
     """
@@ -196,7 +224,7 @@ def certify_paths(
         raise ValueError("eps must name at least one radius.")
     return _Run(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
-        min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
+        overwrite=overwrite, min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
         progress=progress, log=log or _stderr,
         sequential={"growth": bounds.DEFAULT_GROWTH, "spending": "equal", "futility": "proof",
                     "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
@@ -261,6 +289,7 @@ class _Run:
         provenance: dict[str, Any],
         extra: Mapping[str, Mapping[str, Any]],
         resume: bool,
+        overwrite: bool,
         min_size: int,
         resize: int | tuple[int, int] | None,
         max_noise_bytes: int,
@@ -273,6 +302,9 @@ class _Run:
         self.sequential = sequential
         self.min_size, self.resize, self.max_noise_bytes = min_size, resize, int(max_noise_bytes)
         self.provenance, self.extra, self.resume, self.progress = provenance, extra, resume, progress
+        self.overwrite = overwrite
+        if resume and overwrite:
+            raise RunRefused("give --resume (keep the rows already in --out) or --overwrite (replace them), not both.")
         self.paths = self._unique(paths)
         self.out = check_output_path(out) if out is not None else None
         if self.out is None and (resume or group.distributed):
@@ -281,6 +313,7 @@ class _Run:
         if self.out is not None:
             self.home = self.out if self.fmt != "json" else self.out.with_name(self.out.name + ".partial.jsonl")
             self.parts = self.out.with_name(self.out.name + ".parts")
+            self.lock = OutputLock(self.out)
         self.stream_fmt = "csv" if self.fmt == "csv" and not group.distributed else "jsonl"
         extra_keys = sorted({k for columns in extra.values() for k in columns})
         keys = [*extra_keys, *provenance]
@@ -296,7 +329,8 @@ class _Run:
             "certiqa": __version__,
         }
         settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha, "seed": smoothed.seed,
-                    "resize": list(resize) if isinstance(resize, tuple) else resize}
+                    "resize": list(resize) if isinstance(resize, tuple) else resize,
+                    "requested_batch": smoothed.batch_size, "max_noise_bytes": self.max_noise_bytes}
         if sequential:
             settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"],
                             growth=float(sequential["growth"]), spending=sequential["spending"],
@@ -320,6 +354,17 @@ class _Run:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> CertifyRun:
+        try:
+            return self._run()
+        finally:
+            if self.out is not None and self.group.is_main:
+                self.lock.release()
+
+    def _run(self) -> CertifyRun:
+        if self.group.is_main and self.smoothed.sigma > SIGMA_WARN:
+            self.log(f"warning: sigma {self.smoothed.sigma:g} is above the whole pixel range (pixels lie in [0, 1]): "
+                     "the noisy copies are mostly noise, so the smoothed scores say little about the images. "
+                     "Choose a smaller --sigma (0.12 is the default).")
         with _SignalGuard() as guard:
             with guard.deferred():
                 plan = self._plan() if self.group.is_main else None
@@ -340,15 +385,23 @@ class _Run:
                 self._tell_how_to_resume(result)
                 return result
             with guard.deferred():
-                gathered = self.group.gather((result.errors, result.certified))
+                gathered = self.group.gather((result.errors, result.certified, result.stopped))
                 if self.group.is_main:
                     assert gathered is not None
-                    result.errors = [e for errors, _ in gathered for e in errors]
-                    result.certified = sum(count for _, count in gathered)
+                    result.errors = [e for errors, _, _ in gathered for e in errors]
+                    result.certified = sum(count for _, count, _ in gathered)
+                    result.stopped = next((stop for _, _, stop in gathered if stop), None)
+                    if result.stopped:  # the rows stay where they are; --resume merges them
+                        result.rows = rows
+                        return result
                     result.rows = self._finish(rows, result)
-                    warning = flatness_warning(result.rows)
-                    if warning:
-                        self.log(f"warning: {warning}")
+                    if result.stopped:
+                        return result
+                    score_range = self.provenance.get("score_range", getattr(self.smoothed.model, "score_range", None))
+                    for warning in (range_warning(result.rows, score_range),
+                                    flatness_warning(result.rows, score_range=score_range)):
+                        if warning:
+                            self.log(f"warning: {warning}")
                 else:
                     result.rows = []
         return result
@@ -359,7 +412,7 @@ class _Run:
         stream = None
         if self.out is not None:
             target = self.home if not self.group.distributed else self.parts / f"rank-{self.group.rank}.jsonl"
-            stream = open(target, "a", encoding="utf-8", newline="")
+            stream = open(target, "ab", buffering=0)  # unbuffered: a failed write leaves nothing pending
         label = "certifying" if not self.group.distributed else f"certifying (rank 0 of {self.group.world_size})"
         bar = tqdm(mine, desc=label, unit="img", disable=not (self.progress and self.group.is_main))
         result.remaining = len(mine)
@@ -376,9 +429,12 @@ class _Run:
                     continue
                 with guard.deferred():
                     if stream is not None:
-                        stream.write(_encode(image_rows, self.stream_fmt, self.file_columns))
-                        stream.flush()
-                        os.fsync(stream.fileno())
+                        try:
+                            _append(stream, _encode(image_rows, self.stream_fmt, self.file_columns).encode("utf-8"))
+                        except OSError as err:
+                            result.stopped = self._write_failed(stream, err, result)
+                            self.log(f"error: {result.stopped}")
+                            break
                     rows.extend(image_rows)
                     result.certified += 1
                     result.remaining -= 1
@@ -390,6 +446,17 @@ class _Run:
                 stream.close()
         result.interrupted = guard.signum
         return rows
+
+    def _write_failed(self, stream: io.FileIO, err: OSError, result: CertifyRun) -> str:
+        """What is kept, and how to go on, after a failed write of the stream file (one line)."""
+        kept = result.certified + (0 if self.group.distributed else result.resumed)
+        who = f"rank {self.group.rank}: " if self.group.distributed else ""
+        where = f"{self.parts}{os.sep}" if self.group.distributed else str(self.home)
+        reason = err.strerror or str(err)
+        code = f" ({errno.errorcode[err.errno]})" if err.errno in errno.errorcode else ""
+        return (f"{who}cannot write {stream.name}: {reason}{code}; the {kept} image(s) ({kept * len(self.radii)} "
+                f"row(s)) written before are safe in {where}; free space and run the same command again with "
+                "--resume to certify the rest.")
 
     def _certify_one(self, path: str) -> list[dict[str, Any]]:
         """The rows of one image; every failure becomes an :class:`_ImageFailure`."""
@@ -465,13 +532,18 @@ class _Run:
         with torch.inference_mode(), _eval_mode(model):
             return float(check_scores(model(x.to(self.smoothed.device_for(x))), 1)[0])
 
-    @staticmethod
-    def _failure_message(path: str, err: Exception) -> str:
+    def _failure_message(self, path: str, err: Exception) -> str:
         if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            message = f"out of memory ({first}); lower --batch-size or --max-noise-mb, or resize the image."
+            n = self.sequential["n_max"] if self.sequential else self.smoothed.n
+            if 8 * n > self.max_noise_bytes:  # the scores alone outgrow the whole noise buffer: n is the cause
+                option = "--n-max" if self.sequential else "-n"
+                message = (f"out of memory ({first}): the scores of n = {n} noise samples take {_size(8 * n)} "
+                           f"(8 bytes each); lower {option}.")
+            else:
+                message = f"out of memory ({first}); lower --batch-size or --max-noise-mb, or resize the image."
         elif isinstance(err, ValueError):  # the library's own checks say what and how
             message = str(err)
         else:
@@ -500,13 +572,21 @@ class _Run:
         if self.out is None:
             return {"done": [], "resumed": 0}
         try:
-            images = self._read_existing(check=True) if self.resume else {}
-            rows = self._ordered(images)
-            self.file_columns = _merged_columns(self.columns, rows)
             ancestor = next(folder for folder in self.out.parents if folder.exists())
             if not ancestor.is_dir():
                 raise RunRefused(f"cannot write --out {self.out}: {ancestor} is a file, not a folder.")
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                note = self.lock.acquire()
+            except LockHeld as err:
+                raise RunRefused(f"--out {self.out}: {err}; wait for it to end, or choose another --out.") from None
+            if note:
+                self.log(f"note: {note}")
+            if not self.resume and not self.overwrite:
+                self._refuse_existing()
+            images = self._changed_dropped(self._read_existing(check=True)) if self.resume else {}
+            rows = self._ordered(images)
+            self.file_columns = _merged_columns(self.columns, rows)
             home_fmt = "csv" if self.fmt == "csv" else "jsonl"
             _atomic_write(self.home, _encode(rows, home_fmt, self.file_columns, header=True))
             if self.fmt == "json" and not self.resume and self.out.exists():
@@ -520,6 +600,33 @@ class _Run:
             return {"refused": f"cannot write --out {self.out}: {err.strerror or err} ({type(err).__name__})."}
         done = [p for p in self.paths if p in images]
         return {"done": done, "resumed": len(done)}
+
+    def _refuse_existing(self) -> None:
+        """Refuse to replace rows already on disk: the output, a .json run's partial file, parts."""
+        found = [self.out, self.home, *(sorted(self.parts.glob("rank-*.jsonl")) if self.parts.is_dir() else [])]
+        for path in found:
+            if path.is_file() and path.stat().st_size > 0:
+                what = "exists and is not empty" if path == self.out else "holds rows of an unfinished run of it"
+                raise RunRefused(f"--out: {path} {what}; give --resume to continue it, or --overwrite to replace it "
+                                 "(or choose another --out).")
+
+    def _changed_dropped(self, images: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        """The kept images without those of this run's input whose file changed since their rows
+        were written (SHA-256 differs, or unreadable): those are certified again, with a note."""
+        wanted = set(self.paths)
+        kept = {}
+        for path, image_rows in images.items():
+            if path in wanted:
+                try:
+                    digest = file_sha256(path)
+                except OSError:
+                    digest = None
+                if any(row.get("image_sha256") != digest for row in image_rows):
+                    self.log(f"note: {path} changed since its rows were written (its SHA-256 differs from column "
+                             "image_sha256); its rows are dropped and it is certified again.")
+                    continue
+            kept[path] = image_rows
+        return kept
 
     def _finish(self, rows: list[dict[str, Any]], result: CertifyRun) -> list[dict[str, Any]]:
         """Rank 0, at the end: every complete image of the stream files into ``out``, in
@@ -536,10 +643,12 @@ class _Run:
                 self.home.unlink(missing_ok=True)
             _remove_parts(self.parts)
         except OSError as err:
-            message = (f"{self.out}: could not write the merged results ({err.strerror or err}); the rows are kept "
-                       f"in {self.home} and {self.parts}{os.sep}; fix the cause and rerun with --resume.")
-            self.log(f"error: {message}")
-            result.errors.append(message)
+            kept = " and ".join(str(p) + (os.sep if p == self.parts else "") for p in (self.home, self.parts)
+                                if p.exists())
+            result.stopped = (f"{self.out}: could not write the merged results ({err.strerror or err}); every row is "
+                              f"kept in {kept} ({result.certified} image(s) certified by this run); free space and "
+                              "run the same command again with --resume to write it (nothing is certified again).")
+            self.log(f"error: {result.stopped}")
             return rows
         return merged
 
@@ -577,7 +686,7 @@ class _Run:
             )
             raise RunRefused(
                 f"--resume: {self.out} was made with other settings ({listed}). Rerun with the file's settings, "
-                "choose another --out, or drop --resume to start over (which overwrites it)."
+                "choose another --out, or give --overwrite instead of --resume to start over."
             )
         return images
 
@@ -624,7 +733,8 @@ def _merged_columns(columns: list[str], rows: list[dict[str, Any]]) -> list[str]
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row with the numbers and flags of :data:`RESULT_COLUMNS` parsed back; empty cells
-    are None; every other cell stays text."""
+    are None; every other cell stays text. A number column that does not read as one raises
+    ValueError naming the column."""
     typed: dict[str, Any] = {}
     for key, value in row.items():
         if value == "" and key != "path":
@@ -633,6 +743,8 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
             try:
                 typed[key] = int(value) if key in _INTS else float(value)
             except ValueError:
+                if key != "resize":  # resize may also be a pair, [H, W]
+                    raise ValueError(f"column {key}: {value!r} is not {'an integer' if key in _INTS else 'a number'}")
                 typed[key] = value
         elif key == "certified":
             typed[key] = value == "True"
@@ -649,21 +761,23 @@ def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
         try:
             rows = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RunRefused(f"{path} is not a JSON results file ({err}); drop --resume to start over.") from None
+            raise RunRefused(f"{path} is not a JSON results file ({err}); give --overwrite instead of "
+                             "--resume to replace it.") from None
         if not isinstance(rows, list):
             raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows; "
-                             "drop --resume to start over.")
+                             "give --overwrite instead of --resume to replace it.")
         lines: list[str] = []
     else:
         try:
             lines = data[: data.rfind(b"\n") + 1].decode("utf-8").split("\n")[:-1]
         except UnicodeDecodeError:
-            raise RunRefused(f"{path} is not UTF-8 text; it was not written by certiqa. Drop --resume to start over.")
+            raise RunRefused(f"{path} is not UTF-8 text; it was not written by certiqa. Give --overwrite "
+                             "instead of --resume to replace it.")
         if kind == "csv":
             header, lines = (next(csv.reader(lines[:1])), lines[1:]) if lines else ([], [])
             if lines and not {"path", "eps"} <= set(header):
                 raise RunRefused(f"{path} has no path and eps columns; it is not a certiqa results file. "
-                                 "Drop --resume to overwrite it, or choose another --out.")
+                                 "Give --overwrite instead of --resume to replace it, or choose another --out.")
         rows = []
         for number, line in enumerate(lines, start=2 if kind == "csv" else 1):
             if kind == "csv":
@@ -675,14 +789,35 @@ def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
                 except json.JSONDecodeError:
                     row = None
             if not isinstance(row, dict):
-                raise RunRefused(f"{path}, line {number}: not a row certiqa wrote. Remove that line, or drop "
-                                 "--resume to start over.")
-            rows.append(_typed(row) if kind == "csv" else row)
+                raise RunRefused(f"{path}, line {number}: not a row certiqa wrote. Remove that line, or give "
+                                 "--overwrite instead of --resume to start over.")
+            try:
+                rows.append(_typed(row) if kind == "csv" else _check_numbers(row))
+            except ValueError as err:
+                raise RunRefused(f"{path}, line {number}, {err}; correct or remove that line, or give --overwrite "
+                                 "instead of --resume to start over.") from None
+    for number, row in enumerate(rows if kind == "json" else [], start=1):
+        try:
+            _check_numbers(row)
+        except (ValueError, TypeError) as err:
+            raise RunRefused(f"{path}, row {number}, {err}; correct or remove that row, or give --overwrite "
+                             "instead of --resume to start over.") from None
     for row in rows:
         if not isinstance(row, dict) or "path" not in row or "eps" not in row:
             raise RunRefused(f"{path} holds a row without path and eps; it is not a certiqa results file. "
-                             "Drop --resume to overwrite it, or choose another --out.")
+                             "Give --overwrite instead of --resume to replace it, or choose another --out.")
     return rows
+
+
+def _check_numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """A JSON row whose number columns hold numbers (or null); ValueError naming the first that does not."""
+    if not isinstance(row, dict):
+        raise ValueError("not a row certiqa wrote (not an object)")
+    for key, value in row.items():
+        if (key in _FLOATS or key in _INTS) and key != "resize" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int if key in _INTS else (int, float)):
+                raise ValueError(f"column {key}: {value!r} is not {'an integer' if key in _INTS else 'a number'}")
+    return row
 
 
 def _complete_images(rows: list[dict[str, Any]], radii_text: list[str]) -> tuple[dict[str, list[dict]], set[str]]:
@@ -718,11 +853,29 @@ def _differences(rows: list[dict[str, Any]], expected: dict[str, str]) -> dict[s
 
 
 def _size(nbytes: int) -> str:
-    """A byte count for people: '22.5 KiB', '432.0 MiB', '2.0 GiB'."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    """A byte count for people: '22.5 KiB', '432.0 MiB', '2.0 GiB', '72.8 TiB'."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes} bytes"
+
+
+def _append(stream: io.FileIO, data: bytes) -> None:
+    """Append ``data`` to an unbuffered file and fsync it. When a write fails (a full disk),
+    the file is cut back to its length before, so it never ends in a torn row, and the
+    error is raised."""
+    start = os.fstat(stream.fileno()).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[stream.write(view):]
+        os.fsync(stream.fileno())
+    except OSError:
+        try:
+            os.ftruncate(stream.fileno(), start)
+        except OSError:
+            pass  # a torn last line is dropped on --resume anyway
+        raise
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -751,24 +904,56 @@ def _remove_parts(parts: Path) -> None:
 # -- summaries -----------------------------------------------------------------------
 
 
-def flatness_warning(rows: Iterable[dict[str, Any]], ratio: float = FLAT_RATIO) -> str | None:
-    """A warning when the images' smoothed medians span (max - min) less than ``ratio``
-    of the span of their clean scores; None otherwise, or with fewer than 2 images."""
+def _medians_and_cleans(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per image (first row of each path): (smoothed median, clean score), where both are known."""
     images: dict[str, tuple[float, float]] = {}
     for row in rows:
         if row.get("clean") is not None and row.get("median") is not None:
             images.setdefault(row["path"], (float(row["median"]), float(row["clean"])))
-    if len(images) < 2:
+    return images
+
+
+def flatness_warning(rows: Iterable[dict[str, Any]], *, score_range: Sequence[float] | None,
+                     ratio: float = FLAT_RATIO) -> str | None:
+    """A warning when the images' smoothed medians span (max - min) less than ``ratio`` of the
+    span of their clean scores, while those clean scores differ by a meaningful amount: at
+    least :data:`FLAT_MIN_IMAGES` images whose clean scores span at least
+    :data:`FLAT_MIN_SPAN` of the model's ``score_range`` (lo, hi). Without a score range
+    there is no scale to call a span meaningful, and no warning; None otherwise too."""
+    images = _medians_and_cleans(rows)
+    if score_range is None or len(images) < FLAT_MIN_IMAGES:
         return None
+    lo, hi = (float(v) for v in score_range)
     medians, cleans = zip(*images.values())
     clean_span, median_span = max(cleans) - min(cleans), max(medians) - min(medians)
-    if not clean_span > 0 or median_span >= ratio * clean_span:
+    if clean_span < FLAT_MIN_SPAN * (hi - lo) or median_span >= ratio * clean_span:
         return None
     return (
         f"the smoothed medians of {len(images)} images span {median_span:.4g} while their clean scores span "
         f"{clean_span:.4g} ({median_span / clean_span:.1%}, under {ratio:.0%}): the smoothed model has gone flat, "
         "so its certified intervals say little about the model. Put a denoiser trained for this sigma in front "
         "(--denoiser), or choose a smaller --sigma with the sigma sweep (see the README)."
+    )
+
+
+def range_warning(rows: Iterable[dict[str, Any]], score_range: Sequence[float] | None) -> str | None:
+    """A warning when a smoothed median lies outside the model's ``score_range`` (lo, hi) by more
+    than :data:`RANGE_SLACK` of its width (the noise has carried the model off the images it
+    was made for); None otherwise, or without a score range."""
+    if score_range is None:
+        return None
+    lo, hi = (float(v) for v in score_range)
+    slack = RANGE_SLACK * (hi - lo)
+    images = _medians_and_cleans(rows)
+    outside = {path: median for path, (median, _) in images.items() if not lo - slack <= median <= hi + slack}
+    if not outside:
+        return None
+    path, median = max(outside.items(), key=lambda item: max(lo - item[1], item[1] - hi))
+    return (
+        f"the smoothed medians of {len(outside)} of {len(images)} images lie outside the model's score range "
+        f"[{lo:g}, {hi:g}] (farthest: {path}, median {median:.4g}): the noise has carried the model off the images "
+        "it was made for, so these certificates say little about it. Choose a smaller --sigma, or state the "
+        "model's range with --score-range if it is wrong."
     )
 
 

@@ -181,7 +181,7 @@ def images(tmp_path_factory):
 def certify(images, tmp_path, *options: str) -> list[dict]:
     out = tmp_path / "rows.json"
     code = main(["certify", str(images), *options, "--n", "20", "--alpha", "0.1", "--seed", "0", "--quiet",
-                 "--device", "cpu", "--out", str(out)])
+                 "--device", "cpu", "--out", str(out), "--overwrite"])
     assert code == 0
     return json.loads(out.read_text())
 

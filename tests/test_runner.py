@@ -112,6 +112,7 @@ def test_rows_carry_clean_score_shift_and_provenance(tmp_path):
             "mean", "ab" * 32, "False", "[0.0, 100.0]", "")
         assert (row["sigma"], row["n"], row["alpha"], row["seed"], row["resize"]) == ("0.12", "16", "0.2", "0", "")
         assert (row["batch_size"], row["frames"], row["resized_from"]) == ("32", "1", "")
+        assert (row["requested_batch"], row["max_noise_bytes"]) == ("32", str(2 << 30))
         assert (row["device"], row["torch"], row["certiqa"]) == ("cpu", torch.__version__, certiqa.__version__)
         # the image's noise comes from (seed, file SHA-256) only: sample() with that seed gives the same median
         x = torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255).permute(2, 0, 1)[None]
@@ -145,11 +146,11 @@ def test_jsonl_streams_and_json_is_written_at_the_end(tmp_path):
 
     out = tmp_path / "r.json"
     partial = tmp_path / "r.json.partial.jsonl"
-    out.write_text("[]\n")  # an older result is removed at the start, never left looking current
+    out.write_text("[]\n")  # an older result replaced (overwrite) is removed at the start, never left looking current
     model = MeanScore()
     seen = []
     model.hook = lambda x: seen.append((out.exists(), partial.read_text().count("\n"))) if x.shape[0] == 1 else None
-    run(smoothed_mean(model), paths, out)
+    run(smoothed_mean(model), paths, out, overwrite=True)
     assert seen == [(False, 0), (False, 2), (False, 4)]
     assert certificates(json.loads(out.read_text())) == certificates(reference)
     assert not partial.exists()
@@ -276,6 +277,9 @@ def test_noise_buffer_limit_lowers_the_batch_or_refuses(tmp_path):
     smoothed = smoothed_mean()
     result = run(smoothed, paths, tmp_path / "r.csv", max_noise_bytes=3 * 23040 + 5, log=messages.append)
     assert [row["batch_size"] for row in result.rows] == [3, 3]
+    assert [(row["requested_batch"], row["max_noise_bytes"]) for row in result.rows] == [(32, 3 * 23040 + 5)] * 2
+    resumed = run(smoothed, paths, tmp_path / "r.csv", max_noise_bytes=3 * 23040 + 5, resume=True)
+    assert resumed.resumed == 1 and resumed.certified == 0  # the lowered batch is no other setting
     assert messages == [f"note: {paths[0]}: batch lowered from 32 to 3 so that the noise buffer of this 40x48 image "
                         "stays within 67.5 KiB (column batch_size)."]
     x = torch.from_numpy(np.asarray(Image.open(paths[0]), dtype=np.float32) / 255).permute(2, 0, 1)[None]
@@ -314,13 +318,14 @@ def test_flatness_warning_threshold():
     def rows(medians, cleans):
         return [{"path": f"p{i}", "median": m, "clean": c} for i, (m, c) in enumerate(zip(medians, cleans))]
 
-    assert flatness_warning(rows([50, 59], [0, 100])).startswith(
-        "the smoothed medians of 2 images span 9 while their clean scores span 100 (9.0%, under 10%): "
+    score_range = (0, 100)
+    assert flatness_warning(rows([50, 59, 55], [0, 100, 50]), score_range=score_range).startswith(
+        "the smoothed medians of 3 images span 9 while their clean scores span 100 (9.0%, under 10%): "
         "the smoothed model has gone flat")
-    assert "(--denoiser)" in flatness_warning(rows([50, 59], [0, 100]))
-    assert flatness_warning(rows([50, 60], [0, 100])) is None  # exactly 10 %: not flat
-    assert flatness_warning(rows([50, 50], [3, 3])) is None  # clean scores do not spread
-    assert flatness_warning(rows([50], [0])) is None
+    assert "(--denoiser)" in flatness_warning(rows([50, 59, 55], [0, 100, 50]), score_range=score_range)
+    assert flatness_warning(rows([50, 60, 55], [0, 100, 50]), score_range=score_range) is None  # exactly 10 %: not flat
+    assert flatness_warning(rows([50, 50, 50], [3, 3, 3]), score_range=score_range) is None  # clean scores do not spread
+    assert flatness_warning(rows([50], [0]), score_range=score_range) is None
 
 
 def test_a_flat_smoothed_model_is_warned_about(tmp_path):

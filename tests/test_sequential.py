@@ -804,7 +804,7 @@ def small_image(tmp_path):
 def test_cli_sequential_writes_decision_and_n_used(small_image, tmp_path, capsys):
     out = tmp_path / "r.csv"
     args = ["certify", str(small_image), "--n", "128", "--n0", "32", "--alpha", "0.1", "--seed", "0", "--quiet",
-            "--out", str(out), "--device", "cpu"]
+            "--out", str(out), "--device", "cpu", "--overwrite"]
     assert main(args + ["--delta", "100"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] == "certified" and row["n_used"] == "32" and row["certified"] == "True"
