@@ -192,3 +192,31 @@ def test_cuda_reduced_precision_scores_reach_the_bounds_unrounded(precision, dty
     assert samples.device.type == "cuda" and samples.dtype == torch.float64
     assert set(recorder.autocast) == {(True, dtype)} and {s.dtype for s in recorder.scores} == {dtype}
     assert torch.equal(samples, torch.cat(recorder.scores).double().reshape(2, 100).sort(dim=1).values)
+
+
+@pytest.mark.cuda
+def test_cuda_scores_match_the_cpu_within_the_precisions_rounding():
+    """The same noisy images scored on CUDA and on the CPU (the default model and its denoiser):
+    fp32 within 0.25 (cuDNN may run it in TF32), bf16 autocast within 1.5 (the CPU's own bf16 run
+    moves these scores, which spread over 45-58, by up to 0.3)."""
+    from certiqa.denoisers import pretrained
+    from certiqa.models import load_model
+
+    model, denoiser = load_model("default"), pretrained(0.12)
+    x = torch.rand((1, 3, 64, 96), generator=torch.Generator().manual_seed(0)).expand(8, -1, -1, -1)
+    noise = torch.randn((8, 3, 64, 96), generator=torch.Generator().manual_seed(1))
+    cpu = SmoothedIQA(model, 0.12, denoiser=denoiser).base_scores(x, noise).detach()
+    for precision, tolerance in (("fp32", 0.25), ("bf16", 1.5)):
+        cuda = SmoothedIQA(model.cuda(), 0.12, denoiser=denoiser.cuda(), precision=precision)
+        scores = cuda.base_scores(x.cuda(), noise.cuda()).detach().float().cpu()
+        assert torch.allclose(scores, cpu, atol=tolerance), (precision, scores, cpu)
+
+
+@pytest.mark.cuda
+def test_cuda_cli_run_records_device_and_precision(tmp_path):
+    (path,) = make_images(tmp_path / "imgs", 1, size=(40, 40))
+    out = tmp_path / "r.csv"
+    assert main(["certify", str(path), "--model", "certiqa.models:CNNIQA", "-n", "64", "--alpha", "0.2", "--seed",
+                 "0", "--quiet", "--device", "cuda", "--precision", "bf16", "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["device"] == "cuda:0" and row["precision"] == "bf16" and row["certified"] == "True"
