@@ -74,7 +74,7 @@ class Budget:
         self.total, self.clock = float(total), clock
         self.start = clock()
         self.saved = 0.0
-        self.deadline = self.start
+        self.deadline = self._begun = self.start
 
     def begin(self, part: str) -> float:
         """Start ``part``; returns its allowance in seconds."""
@@ -123,7 +123,7 @@ def part_install(args: argparse.Namespace) -> dict[str, Any]:
         [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation", str(REPO)],
     ):
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        steps.append({"command": " ".join(command[1:4] + ["..."]), "rc": done.returncode,
+        steps.append({"command": " ".join(command[1:]), "rc": done.returncode,
                       "output": _tail(done.stdout + done.stderr, 5)})
     importlib.invalidate_caches()
     ok = all(s["rc"] == 0 for s in steps)
@@ -217,10 +217,12 @@ def part_throughput(args: argparse.Namespace, budget: Budget, device: torch.devi
                 row["peak_mib"] = _peak_mib(device)
                 forward_s = sum(_timed(lambda: _bare_forward(smoothed, image.to(device), device), device)[0]
                                 for _, image in images)
-            except torch.OutOfMemoryError:
-                row["error"] = "out of memory"
+            except Exception as err:  # out of memory, or fp16 overflowing to inf: a finding for this row
+                row["error"] = "out of memory" if isinstance(err, torch.OutOfMemoryError) else \
+                    f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 rows.append(row)
-                torch.cuda.empty_cache()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
             total = args.n * len(images)
             row.update(certify_s=certify_s, noisy_per_s=total / certify_s, forward_s=forward_s,

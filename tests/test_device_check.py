@@ -76,20 +76,33 @@ def test_dry_run_measures_both_models_at_every_precision(shared_data, tmp_path):
 
 
 def test_spent_budget_stops_parts_and_still_writes(shared_data, tmp_path, monkeypatch):
-    """A part stops at its next check once its time is spent, keeping what it measured."""
+    """A part stops at its next check once its time is spent, keeping what it measured; a
+    measurement that fails (here the bf16 forward passes) is a row with its error."""
     checks = iter([1.0, 1.0, 1.0, 0.0])  # tests (under 5 s: not started), then two measurements, then spent
     monkeypatch.setattr(device_check.Budget, "left", lambda self: next(checks, 0.0))
+    bare_forward = device_check._bare_forward
+
+    def failing(smoothed, image, device):
+        if smoothed.precision == "bf16":
+            raise ValueError("the model returned a non-finite score (inf)\nmore")
+        bare_forward(smoothed, image, device)
+
+    monkeypatch.setattr(device_check, "_bare_forward", failing)
     out = tmp_path / "out"
     assert device_check.main([*TINY, "--data", str(shared_data), "--out", str(out)]) == 0
     report = json.loads((out / "device_check.json").read_text())
     parts = report["parts"]
     assert parts["tests"]["status"] == "skipped (budget spent)"  # left() < 5 s: pytest is not started
     assert parts["throughput"]["status"] == "stopped (budget spent)"
-    assert [(r["model"], r["precision"]) for r in parts["throughput"]["rows"]] == [("CNNIQA-LIVE", "fp32"),
-                                                                                 ("CNNIQA-LIVE", "bf16")]
+    fp32, bf16 = parts["throughput"]["rows"]
+    assert (fp32["model"], fp32["precision"], bf16["model"], bf16["precision"]) == ("CNNIQA-LIVE", "fp32",
+                                                                                    "CNNIQA-LIVE", "bf16")
+    assert fp32["noisy_per_s"] > 0 and "error" not in fp32
+    assert bf16["error"] == "ValueError: the model returned a non-finite score (inf)" and "noisy_per_s" not in bf16
     assert parts["seed_loop"]["status"] == "stopped (budget spent)" and parts["seed_loop"]["rows"] == []
     assert parts["distributed"]["status"] == "stopped (budget spent)"
-    assert "| throughput | stopped (budget spent) |" in (out / "device_check.md").read_text()
+    text = (out / "device_check.md").read_text()
+    assert "| throughput | stopped (budget spent) |" in text and "ValueError: the model returned" in text
 
 
 @pytest.mark.slow
