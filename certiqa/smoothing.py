@@ -368,7 +368,8 @@ class SmoothedIQA:
             image, sample = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"the model returned a non-finite score ({float(samples[image, sample])}) for image index "
-                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image."
+                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image"
+                + (" (fp16 overflows above 65504: try precision bf16)." if self.precision == "fp16" else ".")
             )
         return samples
 

@@ -220,3 +220,15 @@ def test_cuda_cli_run_records_device_and_precision(tmp_path):
                  "0", "--quiet", "--device", "cuda", "--precision", "bf16", "--out", str(out)]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["device"] == "cuda:0" and row["precision"] == "bf16" and row["certified"] == "True"
+
+
+def test_fp16_overflow_is_reported_with_a_way_out():
+    """A model whose activations pass 65504 turns to inf in fp16: the error says so, bf16 holds it."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Flatten(), nn.Linear(1, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(1e5), model[0].bias.fill_(0.0), model[2].weight.fill_(1e-3), model[2].bias.fill_(0.0)
+    x = torch.full((1, 1, 1, 1), 0.9)
+    with pytest.raises(ValueError, match=r"non-finite score \(inf\) for image index 0 .* \(fp16 overflows above "
+                                         r"65504: try precision bf16\)\.$"):
+        SmoothedIQA(model, 0.01, n=10, seed=0, precision="fp16").certify(x, 0.0)
+    assert torch.isfinite(SmoothedIQA(model, 0.01, n=10, seed=0, precision="bf16").sample(x)).all()
