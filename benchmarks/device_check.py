@@ -448,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
                          "use --device cpu for a dry run.")
     device = torch.device(args.device)
     parts: dict[str, dict[str, Any]] = {"install": part_install(args)}
-    certiqa = importlib.import_module("certiqa")  # after the install: the package may be new
+    try:
+        certiqa = importlib.import_module("certiqa")  # after the install: the package may be new
+    except ImportError as err:
+        (args.out / "device_check.json").write_text(json.dumps({"parts": parts}, indent=1, default=str))
+        raise SystemExit(f"device_check: error: certiqa cannot be imported ({err}); see the install part in "
+                         f"{args.out / 'device_check.json'}.") from None
     report: dict[str, Any] = {
         "meta": {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                  else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
