@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                           where=dict(w.split("=", 1) for w in args.where))
         samples = data.samples[: args.limit]
         smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                               seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None)
+                               seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None,
+                               precision=args.precision)
         try:
             run = certify_paths(
                 smoothed, [str(s.path) for s in samples], args.eps, out=args.out,

@@ -74,7 +74,7 @@ def _certify(args: argparse.Namespace) -> int:
         try:
             smoothed = SmoothedIQA(
                 model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
-                denoiser=denoiser,
+                denoiser=denoiser, precision=args.precision,
             )
             paths = find_images(args.paths)
             if not paths:

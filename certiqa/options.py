@@ -22,6 +22,7 @@ from torch import nn
 from .denoisers import load_denoiser, pretrained, pretrained_path
 from .io import file_sha256
 from .runner import DEFAULT_MAX_NOISE_BYTES
+from .smoothing import PRECISIONS
 from .models import MODEL_SPEC_HELP, LoadedModel, load_model
 
 __all__ = [
@@ -160,6 +161,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace an existing --out (without it or --resume, an existing --out is refused)")
     parser.add_argument("--max-noise-mb", type=int, default=DEFAULT_MAX_NOISE_BYTES >> 20, metavar="MB",
                         help="largest noise buffer in MiB; larger images get a smaller batch (%(default)s)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                        help="fp32 (default): the model as given; bf16 / fp16: model and denoiser under "
+                             "torch.autocast, and the certificates are those of that reduced-precision model's "
+                             "smoothed function (column precision)")
 
 
 def describe_models(args: argparse.Namespace, model: LoadedModel) -> dict[str, Any]:

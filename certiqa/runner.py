@@ -91,14 +91,16 @@ __all__ = [
 ]
 
 RESULT_COLUMNS = (
-    "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "seconds",
+    "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "precision", "seconds",
     "clean", "shift", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "resized_from", "frames",
     "image_sha256",
 )
 SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "growth", "spending", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # Compared on resume, with every key of the caller's provenance and the radii.
-SETTING_COLUMNS = ("sigma", "n", "alpha", "seed", "resize", "requested_batch", "max_noise_bytes")
+SETTING_COLUMNS = ("sigma", "n", "alpha", "precision", "seed", "resize", "requested_batch", "max_noise_bytes")
+# A setting's value in rows written before its column existed (missing or empty there).
+_UNRECORDED = {"precision": "fp32"}
 DEFAULT_MAX_NOISE_BYTES = 2 << 30
 FLAT_RATIO = 0.1  # medians spanning less than this share of the clean scores' span: flat
 FLAT_MIN_IMAGES = 3  # the flatness warning needs at least this many images ...
@@ -328,7 +330,8 @@ class _Run:
             "torch": torch.__version__,
             "certiqa": __version__,
         }
-        settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha, "seed": smoothed.seed,
+        settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha,
+                    "precision": smoothed.precision, "seed": smoothed.seed,
                     "resize": list(resize) if isinstance(resize, tuple) else resize,
                     "requested_batch": smoothed.batch_size, "max_noise_bytes": self.max_noise_bytes}
         if sequential:
@@ -527,10 +530,10 @@ class _Run:
         return lowered
 
     def _clean_score(self, x: torch.Tensor) -> float:
-        """f(x): the model's score of the image itself, no noise and no denoiser."""
-        model = self.smoothed.model
-        with torch.inference_mode(), _eval_mode(model):
-            return float(check_scores(model(x.to(self.smoothed.device_for(x))), 1)[0])
+        """f(x): the model's score of the image itself, no noise and no denoiser, in the run's precision."""
+        model, device = self.smoothed.model, self.smoothed.device_for(x)
+        with torch.inference_mode(), _eval_mode(model), self.smoothed.autocast(device):
+            return float(check_scores(model(x.to(device)), 1)[0])
 
     def _failure_message(self, path: str, err: Exception) -> str:
         if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err):
@@ -846,7 +849,10 @@ def _differences(rows: list[dict[str, Any]], expected: dict[str, str]) -> dict[s
     found: dict[str, set[str]] = {}
     for row in rows:
         for key, want in expected.items():
-            got = _text(row[key]) if key in row else "not recorded"
+            if row.get(key) is None and key in _UNRECORDED:  # an older file's row, or one merged from it
+                got = _UNRECORDED[key]
+            else:
+                got = _text(row[key]) if key in row else "not recorded"
             if got != want:
                 found.setdefault(key, set()).add(got)
     return found

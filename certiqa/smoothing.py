@@ -32,10 +32,13 @@ from ._checks import (
 
 __all__ = [
     "SmoothedIQA", "CertifiedScores", "SequentialCertificate", "certify_samples", "certified_radius_samples",
-    "check_samples",
+    "check_samples", "PRECISIONS",
 ]
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
+
+# The arithmetic the model and the denoiser run in: fp32 as given, or torch.autocast to a reduced dtype.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,13 @@ class SmoothedIQA:
             deterministic function of the input for a given device and batch_size
             (whatever the number of threads); without one, fresh noise is drawn on
             every call.
+        precision: ``"fp32"`` (the model as given), ``"bf16"`` or ``"fp16"``: model and
+            denoiser run under ``torch.autocast`` to that dtype (:meth:`autocast`). The
+            certificates are then those of the smoothed function of the model *as computed
+            under autocast*, z -> f_amp(D_amp(clip(z))): exact for that function, since its
+            scores are copied into float64 without rounding; they state nothing about the
+            fp32 model's smoothed function. Autocast lowers float32 operations only:
+            float64 images or models run in float64 whatever this says.
 
     Noise is drawn on the model's device (that of its first parameter; the input's
     device for parameter-free callables) by :class:`certiqa.noise.GaussianStreams`
@@ -216,6 +226,7 @@ class SmoothedIQA:
         clip: bool = True,
         denoiser: nn.Module | ScoreModel | None = None,
         seed: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}.")
@@ -233,28 +244,46 @@ class SmoothedIQA:
         self.batch_size = check_int("batch_size", batch_size)
         self.clip = bool(clip)
         self.seed = seed
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}; fp32 runs the "
+                             "model as given, bf16 and fp16 under torch.autocast.")
+        self.precision = precision
 
     def __repr__(self) -> str:
         return (
             f"SmoothedIQA(model={type(self.model).__name__}, sigma={self.sigma}, n={self.n}, "
             f"alpha={self.alpha}, batch_size={self.batch_size}, clip={self.clip}, "
-            f"denoiser={type(self.denoiser).__name__ if self.denoiser is not None else None}, seed={self.seed})"
+            f"denoiser={type(self.denoiser).__name__ if self.denoiser is not None else None}, seed={self.seed}, "
+            f"precision={self.precision!r})"
         )
 
     def device_for(self, x: torch.Tensor) -> torch.device:
         """Where noise is drawn and the model runs for input ``x``."""
         return _device_of(self.model, x.device)
 
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """The context model and denoiser run in on ``device``: ``torch.autocast`` to the
+        dtype of ``precision``, or nothing for fp32."""
+        dtype = PRECISIONS[self.precision]
+        return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
     def noisy(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The smoothed function's input path: ``D(clip(x + sigma * noise))``, differentiable."""
+        """The smoothed function's input path: ``D(clip(x + sigma * noise))``, differentiable
+        (the denoiser under :meth:`autocast`)."""
         z = x + self.sigma * noise
         if self.clip:
             z = z.clamp(0.0, 1.0)
-        return self.denoiser(z) if self.denoiser is not None else z
+        if self.denoiser is None:
+            return z
+        with self.autocast(z.device):
+            return self.denoiser(z)
 
     def base_scores(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """f(D(clip(x + sigma * noise))) of shape (B,), differentiable (for adaptive attacks)."""
-        return check_scores(self.model(self.noisy(x, noise)), x.shape[0])
+        """f(D(clip(x + sigma * noise))) of shape (B,), differentiable (for adaptive attacks),
+        computed as the smoothed function computes it (under :meth:`autocast`)."""
+        z = self.noisy(x, noise)
+        with self.autocast(z.device):
+            return check_scores(self.model(z), x.shape[0])
 
     def sample(self, x: torch.Tensor, n: int | None = None, *, seed: int | Sequence[int] | None = None) -> torch.Tensor:
         """Sorted scores of the base model on noisy copies of ``x``.
@@ -274,7 +303,8 @@ class SmoothedIQA:
         input (noise drawn in half precision would not be Gaussian). The noisy image
         clip(x + G) is then cast to the input's dtype before the denoiser and the
         model: that rounding is part of the smoothed function, so the certificates
-        are those of z -> f(D(cast(clip(z))))), exactly.
+        are those of z -> f(D(cast(clip(z))))), exactly. With a reduced ``precision``,
+        f and D are the functions computed under :meth:`autocast`.
         """
         check_images(x)
         n = self.n if n is None else check_int("n (the number of noise samples)", n)
@@ -293,7 +323,8 @@ class SmoothedIQA:
         copies of each of the A images, in draw order; successive draws continue the same
         stream, so they are independent. ``rows`` is the most noisy images one draw needs
         (the buffer holds min(batch_size, rows)); ``index`` names the images' original
-        positions in error messages. Model and denoiser run in eval mode, under inference mode.
+        positions in error messages. Model and denoiser run in eval mode, under inference mode
+        and :meth:`autocast`.
         ``seed`` overrides ``self.seed`` for this stream. The buffer is float32 for float16 /
         bfloat16 images (see :meth:`sample`), else of the images' dtype.
         """
@@ -324,18 +355,21 @@ class SmoothedIQA:
             if self.clip:
                 z.clamp_(0.0, 1.0)
             z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
-            if self.denoiser is not None:
-                z = self.denoiser(z)
-            # a copy into float64: exact for any float or integer score, and safe when the
-            # model returns a view of the reused buffer
-            samples[start:stop] = check_scores(self.model(z), stop - start, finite=False)
+            with self.autocast(z.device):
+                if self.denoiser is not None:
+                    z = self.denoiser(z)
+                scores = check_scores(self.model(z), stop - start, finite=False)
+            # a copy into float64: exact for any float or integer score (bf16 and fp16 ones
+            # included), and safe when the model returns a view of the reused buffer
+            samples[start:stop] = scores
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk
             image, sample = (~finite).nonzero()[0].tolist()
             raise ValueError(
                 f"the model returned a non-finite score ({float(samples[image, sample])}) for image index "
-                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image."
+                f"{image if index is None else index[image]} (noise sample {sample}); check the model and that image"
+                + (" (fp16 overflows above 65504: try precision bf16)." if self.precision == "fp16" else ".")
             )
         return samples
 

@@ -106,7 +106,7 @@ def probe_certificate(
     if checker is None:
         checker = SmoothedIQA(smoothed.model, smoothed.sigma, n=smoothed.n, alpha=smoothed.alpha,
                               batch_size=smoothed.batch_size, clip=smoothed.clip, denoiser=smoothed.denoiser,
-                              seed=None if smoothed.seed is None else smoothed.seed + 1)
+                              seed=None if smoothed.seed is None else smoothed.seed + 1, precision=smoothed.precision)
     cert = smoothed.certify(x, eps)
     make = SmoothedPGDL2.strong if strong else SmoothedPGDL2
     moved = {}

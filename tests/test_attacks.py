@@ -26,7 +26,7 @@ from certiqa.models import CNNIQA
 
 LINF = [FGSM, IFGSM, MIFGSM, PGD, Korhonen]
 ALL = LINF + [PGDL2]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 @pytest.fixture(scope="module")

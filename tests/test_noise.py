@@ -106,7 +106,7 @@ def test_out_must_be_contiguous_on_the_device():
         noise.normal_(torch.empty(4, 6).t())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.cuda
 def test_cuda_streams_are_seeded_and_standard_normal():
     def fill(seed: int) -> torch.Tensor:
         with GaussianStreams(seed, "cuda") as noise:  # "cuda" without an index matches cuda:N tensors

@@ -26,7 +26,7 @@ from certiqa.defenses import (
 )
 from certiqa.models import CNNIQA
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 ALL = [type(d) for d in default_purifications()]
 
 

@@ -702,7 +702,7 @@ def test_constant_model_certifies_at_the_first_look():
     assert res.n_used.tolist() == [bounds.DEFAULT_N0] * 2 and res.width.tolist() == [0.0, 0.0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.cuda
 def test_cuda_sequential_samples_on_the_model_device():
     model = Recorder(Linear().cuda())
     res = SmoothedIQA(model, 0.25, alpha=0.1, clip=False, seed=0).certify_sequential(_images(2), 0.1, 0.1, n0=16,

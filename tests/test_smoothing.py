@@ -149,7 +149,7 @@ def test_median_is_the_ceil_half_order_statistic():
     assert smoothed(_image()).item() == samples[0, 4].item()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.cuda
 def test_cuda_noise_is_drawn_on_the_model_device():
     model = Linear((3, 4, 4)).cuda()
     res = SmoothedIQA(model, 0.1, n=100, seed=0).certify(_image(), 0.05)
