@@ -163,7 +163,8 @@ def test_bad_checkpoint_errors(tmp_path):
         load_denoiser(tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a loadable PyTorch state dict"):
+    with pytest.raises(ValueError, match=r"not a PyTorch file .* expected a denoiser file written by "
+                                         r"certiqa\.denoisers\.save_denoiser\.$"):
         load_denoiser(garbage)
     plain = tmp_path / "plain.pt"
     torch.save(DnCNN(depth=3).state_dict(), plain)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.cnniqa import check_state_dict, read_checkpoint
+from ..loading import read_checkpoint
+from ..models.cnniqa import check_state_dict
 from .nets import ARCHITECTURES, DnCNN, SubpixelDnCNN, UNet
 
 __all__ = ["DnCNN", "UNet", "SubpixelDnCNN", "save_denoiser", "load_denoiser", "read_denoiser_meta", "pretrained", "PRETRAINED_SIGMAS"]
@@ -56,7 +57,8 @@ def save_denoiser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Pat
 
 
 def _read_record(path: str | os.PathLike) -> dict[str, Any]:
-    record = read_checkpoint(path, "denoiser")
+    record = read_checkpoint(path, "a denoiser", expected="a denoiser file written by certiqa.denoisers.save_denoiser",
+                             pickle_hint="write denoiser files with certiqa.denoisers.save_denoiser")
     where = os.fspath(path)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         got = record.get("format") if isinstance(record, dict) else type(record).__name__
