@@ -125,7 +125,12 @@ def _unreadable(path: str, what: str, expected: str) -> str:
 
 
 def _split_root(path: str, names: list[str], what: str) -> str:
-    """The single top folder every member of a torch archive lives in."""
+    """The single top folder every member of a torch archive lives in (each member named once:
+    with two members of one name, torch and zipfile could each read another)."""
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})[:3]
+        raise ValueError(f"{path!r}: the {what} archive holds members of the same name twice ({twice}); it was not "
+                         "written by torch.")
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise ValueError(f"{path!r}: the {what} archive's members are not all in one top folder "
@@ -264,15 +269,15 @@ def _check_guard(path: str, text: Any) -> None:
                          "on input sizes; certiqa does not run it (torch compiles guards as Python).")
 
 
-def _walk(value: Any, key: str = "") -> Any:
+def _walk(value: Any) -> Any:
     """(key, value) for every dict entry in a JSON tree."""
     if isinstance(value, dict):
         for k, v in value.items():
             yield k, v
-            yield from _walk(v, k)
+            yield from _walk(v)
     elif isinstance(value, list):
         for v in value:
-            yield from _walk(v, key)
+            yield from _walk(v)
 
 
 def _json(path: str, archive: zipfile.ZipFile, member: str) -> Any:
@@ -315,8 +320,8 @@ def exported_program_buffer(path: str | os.PathLike) -> io.BytesIO:
     root = _split_root(path, names, what)
     relative = [name[len(root):] for name in names]
     if "archive_format" not in relative:
-        raise ValueError(f"{path!r} is an exported program of an old torch format (a pickled state dict inside); "
-                         "certiqa reads only the pt2 archives of torch >= 2.6: export the model again.")
+        raise ValueError(f"{path!r} is an exported program of an older torch format (pickled state dicts inside); "
+                         "certiqa reads only the current pt2 archive format: export the model again.")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         weights = _payload_files(path, _json(path, archive, root + "data/weights/model_weights_config.json"),
                                  "data/weights/model_weights_config.json", "weight_") \
@@ -344,11 +349,16 @@ def exported_program_buffer(path: str | os.PathLike) -> io.BytesIO:
                 _check_target(path, value)
             elif key == "expr_str":
                 _check_expression(path, value, sympy_names)
-        rebuilt = io.BytesIO()
-        with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_STORED) as out:
-            for info in archive.infolist():
-                keep = info.filename != root + _PT2_SAMPLE_INPUTS
-                out.writestr(info.filename, archive.read(info) if keep else b"")
+        return _rebuilt(archive, {root + _PT2_SAMPLE_INPUTS: b""})
+
+
+def _rebuilt(archive: zipfile.ZipFile, replace: dict[str, bytes]) -> io.BytesIO:
+    """A new in-memory zip of exactly the members read and checked here (``replace`` swapping
+    some contents), so that torch reads those bytes and no other part of the original file."""
+    rebuilt = io.BytesIO()
+    with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_STORED) as out:
+        for info in archive.infolist():
+            out.writestr(info.filename, replace.get(info.filename, archive.read(info)))
     rebuilt.seek(0)
     return rebuilt
 
@@ -361,7 +371,7 @@ _TS_GLOBAL = re.compile(r"^(__torch__(\.[\w.]+)? \w+|torch \w+Storage|torch\._ut
 
 
 def torchscript_buffer(path: str | os.PathLike) -> io.BytesIO:
-    """The ``torch.jit.save`` archive at ``path`` as an in-memory file for ``torch.jit.load``,
+    """The ``torch.jit.save`` archive at ``path`` rebuilt in memory for ``torch.jit.load``,
     after checking that it holds only the members torch.jit.save writes and that its pickles
     (``data.pkl``, ``constants.pkl``, the ``code/*.debug_pkl`` source maps; read by TorchScript's
     C++ unpickler, which resolves TorchScript types only) name no class outside TorchScript's
@@ -388,4 +398,4 @@ def torchscript_buffer(path: str | os.PathLike) -> io.BytesIO:
                     if op.name in ("STACK_GLOBAL", "INST", "OBJ") or (op.name == "GLOBAL" and not _TS_GLOBAL.match(arg)):
                         raise _refuse_member(path, member, what, f"a pickle naming {arg or op.name!r}, not a "
                                                                  "TorchScript type")
-    return io.BytesIO(data)
+        return _rebuilt(archive, {})

@@ -301,3 +301,21 @@ def test_foreign_files_say_what_the_file_should_be(content, option, tmp_path):
 def test_a_denoiser_written_by_save_denoiser_still_loads(tmp_path):
     save_denoiser(DnCNN(depth=3, features=8, batch_norm=False), tmp_path / "d.pt", sigma=0.1)
     assert load_denoiser(tmp_path / "d.pt").meta == {"sigma": 0.1}
+
+
+@pytest.mark.parametrize("kind, member", [("exported", "models/model.json"), ("torchscript", "data.pkl")])
+def test_an_archive_naming_a_member_twice_is_refused(archives, kind, member, tmp_path):
+    """torch's reader and zipfile could each pick another of two members of one name."""
+    marker = tmp_path / "marker"
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archives[kind])) as archive, zipfile.ZipFile(out, "w") as new:
+        root = archive.namelist()[0].split("/", 1)[0] + "/"
+        for info in archive.infolist():
+            new.writestr(info, archive.read(info))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            new.writestr(root + member, payload(marker, "1"))
+    path = tmp_path / "twice"
+    path.write_bytes(out.getvalue())
+    with pytest.raises(ModelSpecError, match=rf"holds members of the same name twice \(\['{root}{member}'\]\)"):
+        load_model(str(path))
+    assert not marker.exists()
