@@ -47,12 +47,15 @@ def _read_bytes(path: str, what: str) -> bytes:
             return fh.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} file not found: {path!r}.") from None
-    except IsADirectoryError:
-        raise ValueError(f"{what} file {path!r} is a folder, not a file.") from None
-    except PermissionError:
-        raise ValueError(f"{what} file {path!r} cannot be read: permission denied.") from None
     except OSError as err:
-        raise ValueError(f"{what} file {path!r} cannot be read ({err.strerror or type(err).__name__}).") from None
+        raise ValueError(_cannot_read(path, what, err)) from None
+
+
+def _cannot_read(path: str, what: str, err: OSError) -> str:
+    if isinstance(err, IsADirectoryError):
+        return f"{what} file {path!r} is a folder, not a file."
+    reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or type(err).__name__).lower()
+    return f"{what} file {path!r} cannot be read: {reason}; check that this user may read it."
 
 
 def _members(data: bytes) -> list[str] | None:
@@ -66,15 +69,19 @@ def _members(data: bytes) -> list[str] | None:
 
 def archive_kind(path: str | os.PathLike) -> str:
     """'torchscript', 'exported', 'torch.save' or 'unknown', from the archive's members
-    (or, for a file that is not a zip archive, from a legacy pickle's first byte)."""
+    (or, for a file that is not a zip archive, from a legacy pickle's first byte); a
+    ValueError for a file that cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
+        with open(path, "rb") as fh:  # the names only: the loaders read and check the contents
+            names = zipfile.ZipFile(fh).namelist() if zipfile.is_zipfile(fh) else None
+            fh.seek(0)
+            head = fh.read(1)
+    except (zipfile.BadZipFile, ValueError):
         return "unknown"
-    names = _members(data)
+    except OSError as err:
+        raise ValueError(_cannot_read(os.fspath(path), "the model", err)) from None
     if names is None:
-        return "torch.save" if data[:1] == b"\x80" else "unknown"  # a legacy (pre-zip) torch.save pickle
+        return "torch.save" if head == b"\x80" else "unknown"  # a legacy (pre-zip) torch.save pickle
     relative = {name.split("/", 1)[-1] for name in names}
     if "archive_format" in relative or "serialized_exported_program.json" in relative:
         return "exported"

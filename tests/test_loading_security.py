@@ -319,3 +319,23 @@ def test_an_archive_naming_a_member_twice_is_refused(archives, kind, member, tmp
     with pytest.raises(ModelSpecError, match=rf"holds members of the same name twice \(\['{root}{member}'\]\)"):
         load_model(str(path))
     assert not marker.exists()
+
+
+def test_an_unreadable_model_or_denoiser_file_says_permission_denied(archives, tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    path = tmp_path / "locked.pt2"
+    path.write_bytes(archives["exported"])
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):  # chmod 000 does not stop root (as in CI)
+        if os.fspath(file) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    for load in (lambda: load_model(str(path)), lambda: load_model(f"cnniqa:{path}"), lambda: load_denoiser(path)):
+        with pytest.raises(ValueError, match=rf"file '{path}' cannot be read: permission denied; check that this "
+                                             r"user may read it\.$"):
+            load()

@@ -306,7 +306,10 @@ def _load_exported(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], di
 
 
 def _load_file(spec: str, path: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    kind = archive_kind(path)
+    try:
+        kind = archive_kind(path)
+    except ValueError as err:
+        raise ModelSpecError(spec, str(err)) from None
     if kind == "torchscript":
         return _load_torchscript(spec, path)
     if kind == "exported":
