@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_GROWTH, DEFAULT_N0, FUTILITY, SPENDING, sequential_looks
+from .denoisers import DenoiserMismatchWarning
 from .distributed import join
 from .io import find_images
 from .options import (
@@ -72,10 +74,14 @@ def _certify(args: argparse.Namespace) -> int:
         denoiser = load_denoiser_from_args(args)
         denoiser = denoiser.to(device) if denoiser is not None else None
         try:
-            smoothed = SmoothedIQA(
-                model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
-                denoiser=denoiser, precision=args.precision,
-            )
+            with warnings.catch_warnings(record=True) as caught:  # a denoiser mismatch: one line on stderr
+                warnings.simplefilter("always", DenoiserMismatchWarning)
+                smoothed = SmoothedIQA(
+                    model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
+                    denoiser=denoiser, precision=args.precision,
+                )
+            for warning in caught:
+                _log(f"warning: {warning.message}")
             paths = find_images(args.paths)
             if not paths:
                 raise ValueError("no image files found in " + ", ".join(args.paths))

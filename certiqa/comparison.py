@@ -60,6 +60,7 @@ from .attacks import ExpectedScore, SmoothedPGDL2, SquareAttack, make_attack
 from .defenses.purification import ExpectedPurifiedScore, Purified
 from .model_evaluation import read_manifest
 from .io import IMAGE_EXTENSIONS, read_image
+from .loading import read_checkpoint
 from .tightness import TightnessResult
 from .smoothing import SmoothedIQA, certify_samples
 
@@ -363,7 +364,7 @@ class _ColumnStore:
 
     def load(self, column: int) -> dict[str, Any] | None:
         path = self._path(column)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        return read_checkpoint(path, "a comparison cache column") if path.is_file() else None
 
     def save(self, column: int, rows: list[dict[str, Any]], seconds: float, clean: torch.Tensor,
              transferred: list[tuple[str, float, list[torch.Tensor]]]) -> None:

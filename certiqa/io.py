@@ -101,7 +101,7 @@ def read_image(
             (H, W); antialiased bilinear.
 
     Raises:
-        ImageLoadError: not an image, truncated or corrupt, too small, too large.
+        ImageLoadError: unreadable (permission denied), not an image, truncated or corrupt, too small, too large.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -129,7 +129,12 @@ def read_image(
         raise ImageLoadError(
             f"{path}: {err} Pillow refuses to decode it; raise PIL.Image.MAX_IMAGE_PIXELS to read it."
         ) from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except OSError as err:
+        if err.errno is not None:  # the system refused the read (permission denied, I/O error), not a bad image
+            raise ImageLoadError(f"{path}: cannot read the file: {(err.strerror or str(err)).lower()}; check that "
+                                 "this user may read it.") from None
+        raise ImageLoadError(f"{path}: cannot decode image ({err}); the file may be truncated or corrupt.") from None
+    except (SyntaxError, ValueError) as err:
         raise ImageLoadError(f"{path}: cannot decode image ({err}); the file may be truncated or corrupt.") from None
     image = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
     original = (int(image.shape[1]), int(image.shape[2]))

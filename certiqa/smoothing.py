@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from . import bounds
+from .denoisers import DenoiserMismatchWarning, denoiser_mismatch
 from .noise import GaussianStreams
 from ._checks import (
     check_images,
@@ -196,7 +198,9 @@ class SmoothedIQA:
         clip: clamp noisy images to [0, 1] before the model (part of the smoothed
             function, so certificates are unaffected).
         denoiser: optional ``nn.Module`` or callable applied to each noisy image
-            before the model; also part of the smoothed function.
+            before the model; also part of the smoothed function. A denoiser file
+            whose recorded sigma or ``base_model`` does not match ``sigma`` or the
+            model's ``spec`` gives a :class:`certiqa.denoisers.DenoiserMismatchWarning`.
         seed: with a seed, every call draws the same noise, so results are a
             deterministic function of the input for a given device and batch_size
             (whatever the number of threads); without one, fresh noise is drawn on
@@ -239,6 +243,8 @@ class SmoothedIQA:
         self.model = model
         self.denoiser = denoiser
         self.sigma = check_positive("sigma", sigma)
+        if (mismatch := denoiser_mismatch(denoiser, self.sigma, getattr(model, "spec", None))) is not None:
+            warnings.warn(mismatch, DenoiserMismatchWarning, stacklevel=2)
         self.n = check_int("n (the number of noise samples)", n)
         self.alpha = check_open_unit("alpha", alpha)
         self.batch_size = check_int("batch_size", batch_size)

@@ -114,11 +114,59 @@ def test_dkw_radius_is_the_supremum(n, k_min_frac, k_max_frac, sigma, alpha):
         _, k_hi = bounds.dkw_ranks(n, p_hi, band)
         return k_lo is not None and k_hi is not None and k_lo >= k_min and k_hi <= k_max
 
+    assert radius >= 0.0  # never NaN (ranks whose DKW levels leave [0, 1])
     if radius > 0:
         assert inside(radius * (1 - 1e-6))
         assert not inside(radius * (1 + 1e-3) + 1e-9)
     else:
         assert not inside(1e-6 * sigma)
+
+
+def _expected_dkw_radius(n: int, k_min: int, k_max: int, sigma: float, alpha: float) -> float:
+    """dkw_radius at p = 0.5 computed apart: Massart's band, the normal quantile of the standard
+    library, and 0 wherever a DKW level leaves (0, 1) (no rank can then be certified)."""
+    from statistics import NormalDist
+
+    band = math.sqrt(math.log(2 / alpha) / (2 * n))
+    t_lower, t_upper = (k_min - 1) / n + band, k_max / n - band
+    if not (0 < t_lower < 1 and 0 < t_upper < 1):
+        return 0.0
+    return max(0.0, sigma * min(-NormalDist().inv_cdf(t_lower), NormalDist().inv_cdf(t_upper)))
+
+
+@pytest.mark.parametrize("n, k_min, k_max", [
+    (1, 1, 1), (2, 1, 2), (3, 1, 3),  # band > 1 at alpha 0.001 (n <= 3): the levels leave [0, 1]
+    (4, 1, 4), (15, 1, 15),  # band < 1 but > 1/2: no radius either
+    (16, 1, 16),  # the first n whose full rank range certifies a radius at alpha 0.001
+    (10, 5, 5), (100, 100, 100), (100, 1, 1),  # median ranks of a tiny n; ranks at the ends
+])
+def test_dkw_radius_pinned_for_tiny_n_and_extreme_ranks(n, k_min, k_max):
+    expected = _expected_dkw_radius(n, k_min, k_max, 0.25, 0.001)
+    assert bounds.dkw_radius(n, k_min, k_max, 0.25, 0.001) == pytest.approx(expected, rel=1e-12, abs=0.0)
+    assert (expected > 0) == (n == 16)
+
+
+def test_dkw_radius_band_boundary_closed_form():
+    """The band sqrt(ln(2/alpha)/(2n)) crosses 1 between n = 3 and 4 and 1/2 between n = 15 and 16
+    at alpha 0.001 (ln 2000 / 2 = 3.80; / 0.25 = 15.2); at n = 16 the radius is sigma * (-Phi^-1(band))."""
+    assert bounds.dkw_epsilon(3, 0.001) > 1 > bounds.dkw_epsilon(4, 0.001)
+    assert bounds.dkw_epsilon(15, 0.001) > 0.5 > bounds.dkw_epsilon(16, 0.001)
+    band = math.sqrt(math.log(2000) / 32)
+    phi_inv = float(mpmath.sqrt(2) * mpmath.erfinv(2 * mpmath.mpf(band) - 1))  # an independent quantile
+    assert bounds.dkw_radius(16, 1, 16, 0.25, 0.001) == pytest.approx(-0.25 * phi_inv, rel=1e-9)
+
+
+def test_certified_radius_samples_of_tiny_n_is_zero_not_nan():
+    import torch
+
+    from certiqa.smoothing import certified_radius_samples
+
+    for samples, delta in (([[3.0]], 1.0), ([[1.0, 2.0]], 5.0), ([[1.0, 2.0, 3.0]], 5.0),
+                           ([list(map(float, range(10)))], 0.0), ([list(map(float, range(15)))], 100.0)):
+        radius = certified_radius_samples(torch.tensor(samples), delta, 0.25, 0.001)
+        assert radius.tolist() == [0.0], (samples, radius)
+    wide = certified_radius_samples(torch.arange(16.0)[None], 100.0, 0.25, 0.001)
+    assert wide.tolist() == pytest.approx([_expected_dkw_radius(16, 1, 16, 0.25, 0.001)], rel=1e-12)
 
 
 def test_dkw_ranks_closed_form():

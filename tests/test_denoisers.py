@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,8 @@ def test_bad_checkpoint_errors(tmp_path):
         load_denoiser(tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a loadable PyTorch state dict"):
+    with pytest.raises(ValueError, match=r"not a PyTorch file .* expected a denoiser file written by "
+                                         r"certiqa\.denoisers\.save_denoiser\.$"):
         load_denoiser(garbage)
     plain = tmp_path / "plain.pt"
     torch.save(DnCNN(depth=3).state_dict(), plain)
@@ -859,3 +861,70 @@ def test_oracle_bound_script(tmp_path):
     failed = subprocess.run([sys.executable, str(script), "--data", str(tmp_path), "--model", "default", "--residual",
                              "-1", "--quiet"], capture_output=True, text=True)
     assert failed.returncode == 1 and "residual_stds must be positive finite numbers" in failed.stderr
+
+
+# ----------------------------------------------------------------------------- denoiser sigma / base_model check
+
+
+@pytest.fixture
+def trained_at_010(tmp_path):
+    """A denoiser file recording sigma 0.10 (a range [0.08, 0.12] for the second) and base model 'default'."""
+    net = DnCNN(depth=3, features=8, batch_norm=False)
+    save_denoiser(net, tmp_path / "d.pt", sigma=[0.1, 0.1], base_model="default")
+    save_denoiser(net, tmp_path / "range.pt", sigma=[0.08, 0.12], base_model="default")
+    return tmp_path
+
+
+@pytest.mark.parametrize("sigma, name, warned", [(0.1, "d.pt", False), (0.1 * (1 + 5e-7), "d.pt", False),
+                                                 (0.1 * (1 + 5e-6), "d.pt", True), (0.25, "d.pt", True),
+                                                 (0.05, "d.pt", True), (0.08, "range.pt", False),
+                                                 (0.12, "range.pt", False), (0.121, "range.pt", True)])
+def test_smoothed_iqa_warns_on_a_denoiser_of_another_sigma(trained_at_010, sigma, name, warned):
+    from certiqa.denoisers import DenoiserMismatchWarning
+    from certiqa.models import load_model
+
+    model, denoiser = load_model("default"), load_denoiser(trained_at_010 / name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SmoothedIQA(model, sigma, denoiser=denoiser)
+    found = [w for w in caught if issubclass(w.category, DenoiserMismatchWarning)]
+    assert len(found) == int(warned)
+    if warned:
+        assert f"used at sigma {sigma:g}" in str(found[0].message) and "\n" not in str(found[0].message)
+
+
+def test_smoothed_iqa_warns_on_a_denoiser_of_another_model(trained_at_010, shared_data, tmp_path):
+    from certiqa.denoisers import DenoiserMismatchWarning
+    from certiqa.models import load_model
+    from certiqa.models.default import DEFAULT_WEIGHTS
+
+    denoiser = load_denoiser(trained_at_010 / "d.pt")
+    live = load_model(f"cnniqa:{shared_data / 'models/cnniqa-live.pt'}")
+    with pytest.warns(DenoiserMismatchWarning, match=r"was trained for model 'default', used with 'cnniqa:.*cnniqa-live"
+                                                     r"\.pt'; the certificates stay valid"):
+        SmoothedIQA(live, 0.1, denoiser=denoiser)
+    save_denoiser(DnCNN(depth=3, features=8, batch_norm=False), tmp_path / "file.pt", sigma=0.1,
+                  base_model=f"cnniqa:{DEFAULT_WEIGHTS}")
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SmoothedIQA(load_model(f"cnniqa:{copy}"), 0.1, denoiser=load_denoiser(tmp_path / "file.pt"))  # same bytes
+        SmoothedIQA(live, 0.3, denoiser=DnCNN(depth=3, features=8, batch_norm=False))  # no file: nothing recorded
+        SmoothedIQA(lambda x: live(x), 0.12, denoiser=pretrained(0.12))  # a callable without a spec: sigma only
+    with pytest.warns(DenoiserMismatchWarning, match="trained for model 'default'"):
+        SmoothedIQA(live, 0.12, denoiser=pretrained(0.12))
+
+
+def test_the_cli_warns_on_a_mismatched_denoiser_in_one_line(trained_at_010, capsys):
+    from certiqa.cli import main
+
+    Image.new("RGB", (40, 40), (100, 80, 60)).save(trained_at_010 / "a.png")
+    base = ["certify", str(trained_at_010 / "a.png"), "--n", "10", "--alpha", "0.1", "--quiet"]
+    assert main([*base, "--sigma", "0.1", "--denoiser", str(trained_at_010 / "d.pt")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*base, "--sigma", "0.25", "--denoiser", str(trained_at_010 / "d.pt")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert lines == ["certiqa: warning: the denoiser was trained at sigma 0.1, used at sigma 0.25; the certificates "
+                     "stay valid, but a denoiser trained for this sigma and model (denoisers/train.py) likely gives "
+                     "narrower ones."]

@@ -3,6 +3,8 @@ EXIF orientation, resizing, folder expansion and every error path."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -127,6 +129,52 @@ def test_not_an_image(tmp_path):
     (tmp_path / "t.png").write_text("hello, I am text")
     with pytest.raises(ImageLoadError, match="not a readable image"):
         read_image(tmp_path / "t.png")
+
+
+def _unreadable(path, monkeypatch) -> None:
+    """Make ``path`` unreadable: chmod 000 blocks reads except for root (as in CI), so opening it
+    also raises the PermissionError the system gives."""
+    import builtins
+    import errno
+
+    path.chmod(0)
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+
+
+def test_an_unreadable_file_says_permission_denied_with_its_path(tmp_path, monkeypatch):
+    Image.fromarray(_rgb(40, 40)).save(tmp_path / "locked.png")
+    _unreadable(tmp_path / "locked.png", monkeypatch)
+    with pytest.raises(ImageLoadError) as caught:
+        read_image(tmp_path / "locked.png")
+    assert str(caught.value) == (f"{tmp_path / 'locked.png'}: cannot read the file: permission denied; check that this "
+                                 "user may read it.")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="chmod 000 does not stop root from reading")
+def test_chmod_000_says_permission_denied(tmp_path):
+    Image.fromarray(_rgb(40, 40)).save(tmp_path / "locked.png")
+    (tmp_path / "locked.png").chmod(0)
+    with pytest.raises(ImageLoadError, match=r"locked\.png: cannot read the file: permission denied"):
+        read_image(tmp_path / "locked.png")
+
+
+def test_the_cli_names_an_unreadable_image(tmp_path, monkeypatch, capsys):
+    from certiqa.cli import main
+
+    Image.fromarray(_rgb(40, 40)).save(tmp_path / "ok.png")
+    Image.fromarray(_rgb(40, 40)).save(tmp_path / "locked.png")
+    _unreadable(tmp_path / "locked.png", monkeypatch)
+    assert main(["certify", str(tmp_path / "ok.png"), str(tmp_path / "locked.png"), "--n", "10", "--alpha", "0.1",
+                 "--quiet"]) == 1  # one image failed
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'locked.png'}: cannot read the file: permission denied" in err and "truncated" not in err
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png"])

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_images, check_int, check_nonnegative, check_positive, check_scores
+from ..loading import read_checkpoint
 from ..smoothing import _device_of, _eval_mode
 
 __all__ = [
@@ -216,7 +217,7 @@ def train_nt(
     step = 0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(ckpt_path, "an NT training checkpoint")
         model.load_state_dict(state["model"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])

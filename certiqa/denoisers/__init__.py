@@ -10,6 +10,7 @@ state dict and free metadata (sigma, base model, losses ...), and load with
 
 from __future__ import annotations
 
+import filecmp
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.cnniqa import check_state_dict, read_checkpoint
+from ..loading import read_checkpoint
+from ..models.cnniqa import check_state_dict
 from .nets import ARCHITECTURES, DnCNN, SubpixelDnCNN, UNet
 
-__all__ = ["DnCNN", "UNet", "SubpixelDnCNN", "save_denoiser", "load_denoiser", "read_denoiser_meta", "pretrained", "PRETRAINED_SIGMAS"]
+__all__ = ["DnCNN", "UNet", "SubpixelDnCNN", "save_denoiser", "load_denoiser", "read_denoiser_meta", "pretrained",
+           "PRETRAINED_SIGMAS", "DenoiserMismatchWarning", "denoiser_mismatch"]
 
 FORMAT = "certiqa-denoiser-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -56,7 +59,8 @@ def save_denoiser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Pat
 
 
 def _read_record(path: str | os.PathLike) -> dict[str, Any]:
-    record = read_checkpoint(path, "denoiser")
+    record = read_checkpoint(path, "a denoiser", expected="a denoiser file written by certiqa.denoisers.save_denoiser",
+                             pickle_hint="write denoiser files with certiqa.denoisers.save_denoiser")
     where = os.fspath(path)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         got = record.get("format") if isinstance(record, dict) else type(record).__name__
@@ -92,6 +96,50 @@ def read_denoiser_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata dict of a denoiser file (architecture and config included)."""
     record = _read_record(path)
     return {"arch": record["arch"], "config": record["config"], **record["meta"]}
+
+
+class DenoiserMismatchWarning(UserWarning):
+    """A denoiser used at a sigma outside the range its file records, or in front of another
+    model than its ``base_model``: the certificates stay valid (the denoiser is part of the
+    smoothed function), but they are likely wider than with a matching denoiser."""
+
+
+def _same_model(recorded: str, spec: str) -> bool:
+    """Whether two model specs name the same model: equal specs, or specs of one kind
+    (``cnniqa:FILE`` or ``FILE``) whose files have the same bytes."""
+    if recorded == spec:
+        return True
+    prefix = "cnniqa:"
+    if recorded.startswith(prefix) != spec.startswith(prefix):
+        return False
+    a, b = recorded.removeprefix(prefix), spec.removeprefix(prefix)
+    return os.path.isfile(a) and os.path.isfile(b) and filecmp.cmp(a, b, shallow=False)
+
+
+def denoiser_mismatch(denoiser: Any, sigma: float, model_spec: str | None = None) -> str | None:
+    """A one-line reason when ``denoiser`` (its ``meta`` as :func:`load_denoiser` sets it) was
+    trained for another sigma than ``sigma`` (outside its recorded ``sigma``, a value or a
+    [min, max] range, by more than 1e-6 relative) or for another model than ``model_spec``
+    (its recorded ``base_model``); None when it matches or the file records neither."""
+    meta = getattr(denoiser, "meta", None)
+    if not isinstance(meta, dict):
+        return None
+    problems = []
+    recorded = meta.get("sigma")
+    try:
+        lo, hi = (float(recorded), float(recorded)) if isinstance(recorded, (int, float)) else map(float, recorded)
+    except (TypeError, ValueError):
+        lo = hi = None
+    if lo is not None and not lo * (1 - 1e-6) <= sigma <= hi * (1 + 1e-6):
+        trained = f"sigma {lo:g}" if lo == hi else f"sigma in [{lo:g}, {hi:g}]"
+        problems.append(f"was trained at {trained}, used at sigma {sigma:g}")
+    base = meta.get("base_model")
+    if isinstance(base, str) and model_spec is not None and not _same_model(base, model_spec):
+        problems.append(f"was trained for model {base!r}, used with {model_spec!r}")
+    if not problems:
+        return None
+    return (f"the denoiser {' and '.join(problems)}; the certificates stay valid, but a denoiser trained for this "
+            "sigma and model (denoisers/train.py) likely gives narrower ones.")
 
 
 def pretrained_path(sigma: float) -> Path:

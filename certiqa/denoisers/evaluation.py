@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import metrics
+from ..loading import read_checkpoint
 from ..models.spec import LoadedModel
 from ..smoothing import SmoothedIQA, certify_samples
 from .training import TrainImage
@@ -105,7 +106,7 @@ def smoothed_records(
     for im in tqdm(images, desc=desc, disable=not progress, dynamic_ncols=True):
         path = _cache_file(folder, im.name) if folder is not None else None
         if path is not None and path.exists():
-            saved = torch.load(path, weights_only=True)
+            saved = read_checkpoint(path, "an evaluation cache file")
             if saved["name"] != im.name or tuple(saved["shape"]) != tuple(im.image.shape):
                 raise ValueError(f"{path} holds image {saved['name']!r} of shape {tuple(saved['shape'])}, expected "
                                  f"{im.name!r} of shape {tuple(im.image.shape)}; use another cache folder.")

@@ -34,7 +34,7 @@ from .. import metrics
 from .._checks import check_int, check_positive
 from ..io import IMAGE_EXTENSIONS, find_images, read_image
 from ..losses import LossWeights, combined_loss
-from ..models.cnniqa import read_checkpoint
+from ..loading import read_checkpoint
 from ..smoothing import SmoothedIQA
 from . import ARCHITECTURES, load_denoiser, save_denoiser
 from .nets import SubpixelDnCNN

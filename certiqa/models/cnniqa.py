@@ -11,15 +11,15 @@ of its patch scores.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file", "read_checkpoint", "check_state_dict"]
+from ..loading import read_checkpoint
+
+__all__ = ["CNNIQA", "rgb_to_luma", "load_state_dict_file", "check_state_dict"]
 
 PATCH = 32
 
@@ -29,34 +29,6 @@ def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
     # ITU-R 601-2 weights, as PIL's convert('L') before rounding (a literal, for TorchScript)
     w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
-
-
-def read_checkpoint(path: str | os.PathLike, what: str, *, pickle_hint: str = "save model.state_dict()") -> Any:
-    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and plain containers only.
-
-    Raises FileNotFoundError for a missing file and ValueError for anything torch.load cannot
-    read that way; a pickle of Python objects gets its own message, ending with ``pickle_hint``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} weights file not found: {path!r}.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not zipfile.is_zipfile(path):  # not a torch.save archive holding objects: the generic message
-            raise ValueError(_unreadable(path, what, err)) from None
-        raise ValueError(
-            f"{path!r} is a pickle of Python objects, not only tensors (a whole pickled model?); certiqa never "
-            f"unpickles objects (torch.load(weights_only=True)): {pickle_hint}."
-        ) from None
-    except Exception as err:  # torch.load of a foreign file raises many kinds (a text file: KeyError)
-        raise ValueError(_unreadable(path, what, err)) from None
-
-
-def _unreadable(path: str, what: str, err: BaseException) -> str:
-    return (
-        f"{path!r} is not a loadable PyTorch state dict for {what} ({type(err).__name__}: "
-        f"{str(err).splitlines()[0] if str(err) else ''}). Expected a file written by torch.save(model.state_dict())."
-    )
 
 
 def check_state_dict(state: Any, expected: dict[str, torch.Size], path: str, what: str) -> dict[str, torch.Tensor]:

@@ -43,7 +43,8 @@ from .._checks import check_int, check_nonnegative, check_positive
 from ..distortions import distort_with
 from ..io import downscale_longer_side
 from ..metrics import srocc
-from .cnniqa import CNNIQA, PATCH, read_checkpoint, rgb_to_luma
+from ..loading import read_checkpoint
+from .cnniqa import CNNIQA, PATCH, rgb_to_luma
 
 __all__ = [
     "TRAINING_PHOTOS",

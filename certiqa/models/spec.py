@@ -16,9 +16,10 @@ Spec kinds (see :data:`MODEL_SPEC_HELP`):
 Every loaded model is a :class:`LoadedModel` that carries ``lower_better``,
 ``score_range`` and ``min_size`` (from the arguments of :func:`load_model`, else from
 the file's ``certiqa.json`` metadata, else from the model's own attributes; ``None``
-where unknown, ``min_size`` 1). Loading never unpickles Python objects: state dicts are
-read with ``torch.load(weights_only=True)``; TorchScript archives and exported programs
-are not pickles. A probe on two random images checks the output shape before returning.
+where unknown, ``min_size`` 1). Loading never unpickles Python objects and never runs Python
+from the file: every file goes through :mod:`certiqa.loading` (state dicts with
+``torch.load(weights_only=True)``, archives checked member by member and read from memory;
+see ``docs/security.md``). A probe on two random images checks the output shape before returning.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import json
 import math
 import os
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from .._checks import check_scores
-from .cnniqa import CNNIQA, check_state_dict, read_checkpoint
+from ..loading import archive_kind, exported_program_buffer, read_checkpoint, torchscript_buffer
+from .cnniqa import CNNIQA, check_state_dict
 from .default import DEFAULT_WEIGHTS, default_model
 
 __all__ = [
@@ -204,26 +205,6 @@ def _parse_arguments(spec: str, text: str) -> tuple[list[Any], dict[str, Any]]:
 # ----------------------------------------------------------------------------- files
 
 
-def _file_kind(path: Path) -> str:
-    """'torchscript', 'exported', 'torch.save' or 'unknown', from the archive's members."""
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = {name.split("/", 1)[-1] for name in archive.namelist()}
-        except (zipfile.BadZipFile, OSError):
-            return "unknown"
-        if "archive_format" in names or "serialized_exported_program.json" in names:
-            return "exported"
-        if "constants.pkl" in names and any(n.startswith("code/") for n in names):
-            return "torchscript"
-        if "data.pkl" in names:
-            return "torch.save"
-        return "unknown"
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    return "torch.save" if head[:1] == b"\x80" else "unknown"  # a legacy (pre-zip) torch.save pickle
-
-
 def _read_metadata(spec: str, raw: str | bytes) -> dict[str, Any]:
     if not raw:
         return {}
@@ -271,8 +252,12 @@ def _read_state(spec: str, path: Path) -> Any:
 def _load_torchscript(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except (RuntimeError, ValueError) as err:
+        buffer = torchscript_buffer(path)
+    except ValueError as err:
+        raise ModelSpecError(spec, str(err)) from None
+    try:
+        module = torch.jit.load(buffer, map_location="cpu", _extra_files=extra)
+    except Exception as err:  # a damaged archive fails inside torch in many ways; report it on one line
         raise ModelSpecError(
             spec, f"{str(path)!r} looks like a TorchScript archive but torch.jit.load failed "
             f"({type(err).__name__}: {_first_line(err)})."
@@ -283,9 +268,12 @@ def _load_torchscript(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any],
 def _load_exported(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     extra = {METADATA_FILE: ""}
     try:
-        with open(path, "rb") as fh:  # a file object: torch.export.load wants a '.pt2' name otherwise
-            program = torch.export.load(fh, extra_files=extra)
-    except (RuntimeError, ValueError, KeyError) as err:
+        buffer = exported_program_buffer(path)
+    except ValueError as err:
+        raise ModelSpecError(spec, str(err)) from None
+    try:
+        program = torch.export.load(buffer, extra_files=extra)
+    except Exception as err:  # a damaged archive fails inside torch in many ways; report it on one line
         raise ModelSpecError(
             spec, f"{str(path)!r} looks like an exported program but torch.export.load failed "
             f"({type(err).__name__}: {_first_line(err)})."
@@ -318,7 +306,10 @@ def _load_exported(spec: str, path: Path) -> tuple[nn.Module, dict[str, Any], di
 
 
 def _load_file(spec: str, path: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    kind = _file_kind(path)
+    try:
+        kind = archive_kind(path)
+    except ValueError as err:
+        raise ModelSpecError(spec, str(err)) from None
     if kind == "torchscript":
         return _load_torchscript(spec, path)
     if kind == "exported":
