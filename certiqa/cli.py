@@ -37,6 +37,8 @@ def _certify(args: argparse.Namespace) -> int:
     if bad:
         raise SystemExit(f"certiqa: error: --eps must be a finite number >= 0 (an l2 radius in [0, 1] pixel units), "
                          f"got {bad[0]}.")
+    if args.max_memory_mb is not None and args.max_memory_mb < 1:
+        raise SystemExit(f"certiqa: error: --max-memory-mb must be >= 1, got {args.max_memory_mb}.")
     if args.max_noise_mb < 1:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
     if args.resume and not args.out:
@@ -69,12 +71,17 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: {err}") from None
     with group:
         model = load_model_from_args(args).to(device)
+        if model.randomized:
+            _log(f"note: {model.spec} gave different scores on two calls on the same images: it has randomness of "
+                 "its own, so the certificates are about the median over the noise and that randomness together "
+                 "(valid when it does not depend on the input); with --seed it is seeded per image "
+                 "(column randomized).")
         denoiser = load_denoiser_from_args(args)
         denoiser = denoiser.to(device) if denoiser is not None else None
         try:
             smoothed = SmoothedIQA(
                 model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
-                denoiser=denoiser,
+                denoiser=denoiser, max_memory_bytes=None if args.max_memory_mb is None else args.max_memory_mb << 20,
             )
             paths = find_images(args.paths)
             if not paths:

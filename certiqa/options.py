@@ -130,10 +130,11 @@ def require_metadata(args: argparse.Namespace, model: LoadedModel, *names: str) 
 
 def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, Any]:
     """Provenance of a model, for result files: ``{"model": spec, "model_sha256": ...,
-    "lower_better": ..., "score_range": [lo, hi] or None}``.
+    "lower_better": ..., "score_range": [lo, hi] or None, "randomized": ...}``.
 
     ``model_sha256`` is the SHA-256 of the file the spec names (the embedded weights for
-    ``default``), ``None`` for factories and pyiqa metrics. ``source`` is a loaded model
+    ``default``), ``None`` for factories and pyiqa metrics; ``randomized`` whether the model
+    has randomness of its own (:class:`certiqa.models.LoadedModel`). ``source`` is a loaded model
     (nothing is reloaded), parsed options or a spec string (loaded here)."""
     if isinstance(source, LoadedModel):
         model = source
@@ -147,6 +148,7 @@ def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, 
         "model_sha256": file_sha256(file) if file is not None else None,
         "lower_better": model.lower_better,
         "score_range": list(model.score_range) if model.score_range is not None else None,
+        "randomized": model.randomized,
     }
 
 
@@ -158,6 +160,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the images already in --out (same settings required) and certify the rest")
     parser.add_argument("--max-noise-mb", type=int, default=DEFAULT_MAX_NOISE_BYTES >> 20, metavar="MB",
                         help="largest noise buffer in MiB; larger images get a smaller batch (%(default)s)")
+    parser.add_argument("--max-memory-mb", type=int, default=None, metavar="MB",
+                        help="memory budget of one model call in MiB: the model batch is the largest that fits, "
+                             "measured on one image (default: 80%% of the device's free memory); out-of-memory "
+                             "halves it and retries the same noisy images")
 
 
 def describe_models(args: argparse.Namespace, model: LoadedModel) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from ._checks import check_nonnegative, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
 from .metrics import plcc, srocc
-from .smoothing import SmoothedIQA, _eval_mode, certify_samples
+from .smoothing import SmoothedIQA, _eval_mode, certify_samples, model_rng
 
 __all__ = [
     "CertifyRun",
@@ -402,8 +402,8 @@ class _Run:
             digest = file_sha256(path)
             x = loaded.image.unsqueeze(0)
             smoothed = self._smoothed_for(path, loaded.image)
-            clean = self._clean_score(x)
             seed = None if self.smoothed.seed is None else image_noise_seed(self.smoothed.seed, digest)
+            clean = self._clean_score(x, seed)
             if self.sequential is None:
                 samples = smoothed.sample(x, seed=seed)
                 records = [certify_samples(samples, r, smoothed.sigma, smoothed.alpha).to_records()[0]
@@ -459,11 +459,13 @@ class _Run:
         lowered.batch_size = batch
         return lowered
 
-    def _clean_score(self, x: torch.Tensor) -> float:
-        """f(x): the model's score of the image itself, no noise and no denoiser."""
+    def _clean_score(self, x: torch.Tensor, seed: list[int] | None) -> float:
+        """f(x): the model's score of the image itself, no noise and no denoiser (a randomized
+        model's randomness seeded from the image's noise seed)."""
         model = self.smoothed.model
-        with torch.inference_mode(), _eval_mode(model):
-            return float(check_scores(model(x.to(self.smoothed.device_for(x))), 1)[0])
+        device = self.smoothed.device_for(x)
+        with torch.inference_mode(), _eval_mode(model), model_rng(seed if self.smoothed.randomized else None, -1, device):
+            return float(check_scores(model(x.to(device)), 1)[0])
 
     @staticmethod
     def _failure_message(path: str, err: Exception) -> str:

@@ -6,12 +6,24 @@ The smoothed model of a base model f (optionally preceded by a denoiser D) is
 
 estimated from n Gaussian samples. Its certificates come from :mod:`certiqa.bounds`;
 this module only draws samples and reads the order statistics.
+
+Everything between the noisy image and the score is part of f: clipping, the denoiser
+and the model's own preprocessing (resizing, cropping to a fixed size). The noise is
+added to the image as given, at its resolution, so the certificate is about that image.
+
+A model with its own randomness (random crops, dropout left on) is smoothed over the
+noise and its randomness together: g(x) is the median of f(D(clip(x + G)), R) over G and
+R. The certificates hold for that g whenever the law of R does not depend on the input
+(the bound only uses that the score's distribution at x + d is that of the noise shifted
+by d); with a seed, R is drawn from generators seeded per model call from the noise seed
+(:func:`model_rng`), so results stay a deterministic function of the input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,6 +32,7 @@ import torch
 from torch import nn
 
 from . import bounds
+from .memory import free_bytes, is_out_of_memory, peak_bytes
 from .noise import GaussianStreams
 from ._checks import (
     check_images,
@@ -32,8 +45,11 @@ from ._checks import (
 
 __all__ = [
     "SmoothedIQA", "CertifiedScores", "SequentialCertificate", "certify_samples", "certified_radius_samples",
-    "check_samples",
+    "check_samples", "model_rng", "MEMORY_FRACTION",
 ]
+
+MEMORY_FRACTION = 0.8  # share of the device's free memory the model calls may take without max_memory_bytes
+_MODEL_RNG_WORD = 0x6D6F64  # tags the model's generators apart from the noise streams of the same seed
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -165,6 +181,40 @@ def _device_of(module: Any, fallback: torch.device) -> torch.device:
     return fallback
 
 
+def _entropy(seed: int | Sequence[int]) -> list[int]:
+    return list(seed) if isinstance(seed, (list, tuple)) else [int(seed)]
+
+
+@contextlib.contextmanager
+def model_rng(seed: int | Sequence[int] | None, index: int, device: torch.device) -> Iterator[None]:
+    """Seed the global generators a model may draw from for one call, and restore them after.
+
+    Inside, torch's CPU generator (and ``device``'s when it is CUDA), Python's ``random``
+    and NumPy's global generator are seeded from ``SeedSequence([*seed, TAG, index])``:
+    ``seed`` is the noise seed of the call (an int or a sequence of ints, e.g.
+    :func:`certiqa.runner.image_noise_seed`) and ``index`` the position of the call's first
+    noisy image in the image's stream (0, batch, 2 batch, ...), -1 for the call on the
+    clean image (the runner's ``clean`` column). Without a seed nothing
+    is seeded (fresh randomness), and nothing is restored either.
+    """
+    if seed is None:
+        yield
+        return
+    words = np.random.SeedSequence(_entropy(seed) + [_MODEL_RNG_WORD, index + 1]).generate_state(2, np.uint32)
+    state = int(words[0]) << 32 | int(words[1])
+    saved = random.getstate(), np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(state)
+            random.seed(state)
+            np.random.seed(int(words[0]))
+            yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
 @contextlib.contextmanager
 def _eval_mode(*modules: Any) -> Iterator[None]:
     """Put every nn.Module (and its children) in eval mode, restore each flag after."""
@@ -198,11 +248,28 @@ class SmoothedIQA:
             deterministic function of the input for a given device and batch_size
             (whatever the number of threads); without one, fresh noise is drawn on
             every call.
+        randomized: whether the model has randomness of its own (default: its
+            ``randomized`` attribute, which :func:`certiqa.models.load_model` sets by
+            probing it twice). With a seed, each model call then runs under
+            :func:`model_rng`, so the model's random draws repeat too (for the same
+            batch_size and model batch); see the module docstring for what is certified.
+        max_memory_bytes: memory budget of one model call (denoiser included), beyond
+            the noise buffer; default: ``MEMORY_FRACTION`` of the device's free memory.
 
     Noise is drawn on the model's device (that of its first parameter; the input's
     device for parameter-free callables) by :class:`certiqa.noise.GaussianStreams`
     into one reused buffer of ``batch_size`` images. Model and denoiser run in eval
     mode under ``torch.inference_mode`` and their modes are restored afterwards.
+
+    Memory: the first model call of each ``sample`` / ``certify_sequential`` call scores one
+    noisy image and measures its peak memory (:func:`certiqa.memory.peak_bytes`); the
+    next calls take the largest batch (at most ``batch_size``) whose estimated peak
+    (that peak times the batch) fits the budget; a call that still runs out of
+    memory is retried on halves of the same noisy images, down to one. The noise is
+    drawn in fills of ``batch_size`` images whatever the model batch, so the draws, and
+    the scores of a model whose score of an image does not depend on the rest of its
+    batch, do not change; nothing is redrawn or lost. The model must not write into
+    its input (a retry reuses it).
     """
 
     def __init__(
@@ -216,6 +283,8 @@ class SmoothedIQA:
         clip: bool = True,
         denoiser: nn.Module | ScoreModel | None = None,
         seed: int | None = None,
+        randomized: bool | None = None,
+        max_memory_bytes: int | None = None,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}.")
@@ -233,12 +302,15 @@ class SmoothedIQA:
         self.batch_size = check_int("batch_size", batch_size)
         self.clip = bool(clip)
         self.seed = seed
+        self.randomized = bool(getattr(model, "randomized", False) if randomized is None else randomized)
+        self.max_memory_bytes = None if max_memory_bytes is None else check_int("max_memory_bytes", max_memory_bytes)
 
     def __repr__(self) -> str:
         return (
             f"SmoothedIQA(model={type(self.model).__name__}, sigma={self.sigma}, n={self.n}, "
             f"alpha={self.alpha}, batch_size={self.batch_size}, clip={self.clip}, "
-            f"denoiser={type(self.denoiser).__name__ if self.denoiser is not None else None}, seed={self.seed})"
+            f"denoiser={type(self.denoiser).__name__ if self.denoiser is not None else None}, seed={self.seed}, "
+            f"randomized={self.randomized}, max_memory_bytes={self.max_memory_bytes})"
         )
 
     def device_for(self, x: torch.Tensor) -> torch.device:
@@ -302,16 +374,32 @@ class SmoothedIQA:
         noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
             buffer = torch.empty((min(self.batch_size, rows),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
+            state = {"drawn": 0, "batch": 0}  # 0: the first call measures the peak of one image
 
             def draw(images: torch.Tensor, n: int, index: list[int] | None = None) -> torch.Tensor:
-                return self._draw(images, n, noise, buffer, index)
+                return self._draw(images, n, noise, buffer, index, state, seed)
 
             yield draw
 
+    def _score(self, z: torch.Tensor) -> torch.Tensor:
+        """f(D(z)) for noisy images z (B, C, H, W) of the input's dtype."""
+        return self.model(self.denoiser(z) if self.denoiser is not None else z)
+
+    def _budget(self, device: torch.device) -> int | None:
+        """Bytes one model call may take: ``max_memory_bytes``, else ``MEMORY_FRACTION`` of the
+        device's free memory (None when unknown)."""
+        if self.max_memory_bytes is not None:
+            return self.max_memory_bytes
+        free = free_bytes(device)
+        return None if free is None else int(free * MEMORY_FRACTION)
+
     def _draw(
-        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None
+        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None,
+        state: dict[str, int], seed: int | Sequence[int] | None,
     ) -> torch.Tensor:
-        """Unsorted scores (B, n) of n noisy copies of each image of ``x``, chunks of len(buffer)."""
+        """Unsorted scores (B, n) of n noisy copies of each image of ``x``: noise drawn in fills
+        of len(buffer) images, scored in model batches of ``state["batch"]`` images, halved (and
+        kept halved) on out-of-memory; ``state["drawn"]`` counts the noisy images of the stream."""
         batch = x.shape[0]
         total = batch * n
         samples = torch.empty(total, dtype=torch.float64, device=x.device)
@@ -324,11 +412,32 @@ class SmoothedIQA:
             if self.clip:
                 z.clamp_(0.0, 1.0)
             z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
-            if self.denoiser is not None:
-                z = self.denoiser(z)
-            # a copy into float64: exact for any float or integer score, and safe when the
-            # model returns a view of the reused buffer
-            samples[start:stop] = check_scores(self.model(z), stop - start, finite=False)
+            at = 0
+            while at < len(z):
+                end = min(at + max(state["batch"], 1), len(z))
+                try:
+                    with model_rng(seed if self.randomized else None, state["drawn"] + at, x.device):
+                        if state["batch"]:
+                            scores = self._score(z[at:end])
+                        else:  # the probe: one image, its peak memory sets the model batch
+                            out: list[torch.Tensor] = []
+                            peak = peak_bytes(lambda: out.append(self._score(z[at:end])), x.device)
+                            scores = out[0]
+                            budget = self._budget(x.device)
+                            fits = len(buffer) if not peak or budget is None else budget // peak
+                            state["batch"] = max(1, min(len(buffer), fits))
+                except Exception as err:  # halve the model batch on out-of-memory, else re-raise
+                    if not is_out_of_memory(err) or state["batch"] <= 1:
+                        raise
+                    if x.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    state["batch"] = max(1, state["batch"] // 2)
+                    continue
+                # a copy into float64: exact for any float or integer score, and safe when the
+                # model returns a view of the reused buffer
+                samples[start + at:start + end] = check_scores(scores, end - at, finite=False)
+                at = end
+            state["drawn"] += len(z)
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk

@@ -287,11 +287,12 @@ def test_options_override_and_require_metadata(user_code, images, tmp_path, caps
 def test_describe_model_gives_provenance(files, user_code):
     digest = hashlib.sha256(files["ts"].read_bytes()).hexdigest()
     assert describe_model(str(files["ts"])) == {"model": str(files["ts"]), "model_sha256": digest,
-                                                 "lower_better": False, "score_range": [0.0, 1.0]}
+                                                 "lower_better": False, "score_range": [0.0, 1.0],
+                                                 "randomized": False}
     assert describe_model("default")["model_sha256"] == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
     loaded = load_model("spec_test_factories:brightness", lower_better=True)
     assert describe_model(loaded) == {"model": "spec_test_factories:brightness", "model_sha256": None,
-                                      "lower_better": True, "score_range": None}
+                                      "lower_better": True, "score_range": None, "randomized": False}
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     described = describe_model(parser.parse_args(["--weights", str(files["state"])]))

@@ -18,7 +18,8 @@ Spec kinds (see :data:`MODEL_SPEC_HELP`):
 Every loaded model is a :class:`LoadedModel` that carries ``lower_better``,
 ``score_range`` and ``min_size`` (from the arguments of :func:`load_model`, else from
 the file's ``certiqa.json`` metadata, else from the model's own attributes; ``None``
-where unknown, ``min_size`` 1). Loading never unpickles Python objects: state dicts are
+where unknown, ``min_size`` 1) and ``randomized``: whether two calls on the same probe
+batch gave different scores (random crops, dropout left on). Loading never unpickles Python objects: state dicts are
 read with ``torch.load(weights_only=True)``; TorchScript archives and exported programs
 are not pickles. A probe on two random images checks the output shape before returning.
 """
@@ -86,6 +87,9 @@ class LoadedModel(nn.Module):
         lower_better: whether a lower score means better quality (``None``: unknown).
         score_range: nominal (lo, hi) of the scores (``None``: unknown).
         min_size: smallest image side the model accepts (1 when unknown).
+        randomized: whether the model has randomness of its own: two calls on the same
+            probe batch gave different scores (see :mod:`certiqa.smoothing` for what is
+            certified then and how its randomness is seeded).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class LoadedModel(nn.Module):
         lower_better: bool | None,
         score_range: tuple[float, float] | None,
         min_size: int,
+        randomized: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -105,6 +110,7 @@ class LoadedModel(nn.Module):
         self.lower_better = lower_better
         self.score_range = score_range
         self.min_size = min_size
+        self.randomized = randomized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -124,7 +130,7 @@ class LoadedModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"spec={self.spec!r}, lower_better={self.lower_better}, score_range={self.score_range}, "
-                f"min_size={self.min_size}")
+                f"min_size={self.min_size}, randomized={self.randomized}")
 
 
 class _ExportedModule(nn.Module):
@@ -491,11 +497,14 @@ def _resolve(spec: str, name: str, given: Any, meta: dict[str, Any], model: Any,
     return check(spec, hints.get(name), "the file")
 
 
-def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> None:
+def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> bool:
+    """Check the output shape on a batch of two random images; return whether a second call
+    on the same batch gives different scores (a model with randomness of its own)."""
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.inference_mode():
             scores = model(x)
+            again = model(x)
     except Exception as err:  # the model may fail in any way on the probe
         raise ModelSpecError(
             spec, f"the model failed on a probe batch of random images of shape {tuple(x.shape)} "
@@ -506,6 +515,7 @@ def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> None:
     except (TypeError, ValueError) as err:
         raise ModelSpecError(spec, f"{str(err).rstrip('.')} on a probe batch of random images of shape "
                                    f"{tuple(x.shape)}.") from None
+    return again.shape != scores.shape or not torch.equal(again, scores)
 
 
 # ----------------------------------------------------------------------------- public
@@ -524,7 +534,8 @@ def load_model(
     Raises :class:`ModelSpecError` (a ValueError) with a one-line reason for a missing
     file, a file of none of the formats, a failed import, a factory that raises or
     returns a non-callable, unknown pyiqa metrics, and a model whose output on a probe
-    batch of two random images is not of shape (2,) or (2, 1).
+    batch of two random images is not of shape (2,) or (2, 1). The model is called twice
+    on that batch; ``randomized`` says whether the two calls differed.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(str(spec), f"expected a non-empty string: {MODEL_SPEC_HELP}.")
@@ -560,7 +571,7 @@ def load_model(
     )
     loaded.eval()
     side = max(PROBE_SIZE, loaded.min_size)
-    _probe(spec, loaded, tuple(size or side for size in hints.get("probe", (None, None))))
+    loaded.randomized = _probe(spec, loaded, tuple(size or side for size in hints.get("probe", (None, None))))
     return loaded
 
 
