@@ -117,6 +117,13 @@ def _certify(args: argparse.Namespace) -> int:
     return run.exit_status
 
 
+def _models(args: argparse.Namespace) -> int:
+    from .catalog import format_catalog
+
+    print(format_catalog())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certiqa", description="Certified robustness for NR-IQA models.")
     parser.add_argument("--version", action="version", version=f"certiqa {__version__}")
@@ -157,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--futility-error", type=float, default=None,
                       help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
+    models = sub.add_parser(
+        "models",
+        help="list the built-in models, the shipped denoisers and pyiqa's no-reference metrics",
+        description="The model specs certiqa ships, its denoisers (sigma, the model they were trained for) and, "
+                    "when pyiqa is installed, its no-reference metrics with direction and score range.",
+    )
+    models.set_defaults(func=_models)
     return parser
 
 
