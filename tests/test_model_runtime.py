@@ -137,6 +137,42 @@ def test_a_small_memory_budget_lowers_the_model_batch_without_changing_rows():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+class CudaHungry(nn.Module):
+    """Takes 256 MiB of CUDA memory per image; records the batches that got their memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.one = nn.Parameter(torch.ones(()))
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scratch = torch.ones(x.shape[0], 64 * MIB, device=x.device)
+        self.sizes.append(x.shape[0])
+        return x.mean(dim=(1, 2, 3)) * self.one + scratch[:, 0] - 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_budget_and_real_out_of_memory_keep_the_rows():
+    device = torch.device("cuda")
+    x = _image((1, 3, 20, 16)).to(device)
+
+    def run(model: CudaHungry, budget: int) -> torch.Tensor:
+        return SmoothedIQA(model.to(device), 0.2, n=32, batch_size=16, seed=1, max_memory_bytes=budget).sample(x)
+
+    reference = run(CudaHungry(), 1 << 50)
+    probed = CudaHungry()
+    assert torch.equal(run(probed, 600 * MIB), reference) and max(probed.sizes[1:]) == 2  # 600 MiB: two images
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated(device) + 1200 * MIB) / total, device)
+    try:  # a real CUDA out-of-memory error: 16 and 8 images do not fit in 1.2 GiB, 4 do
+        squeezed = CudaHungry()
+        got = run(squeezed, 1 << 50)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    assert torch.equal(got, reference) and squeezed.sizes[0] == 1 and max(squeezed.sizes[1:]) == 4
+
+
 # ----------------------------------------------------------------------------- randomized models
 
 RANDOM_MODELS = '''
@@ -297,3 +333,10 @@ def test_noise_is_added_at_the_input_resolution_before_the_models_own_resizing(r
     small = F.interpolate(noisy, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
     expected = (100 * (small * torch.linspace(0, 1, 16)).mean(dim=(1, 2, 3))).double().sort().values
     torch.testing.assert_close(samples[0], expected, rtol=1e-6, atol=1e-5)
+
+
+def test_memory_budget_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="max_memory_bytes"):
+        SmoothedIQA(Fragile(), 0.2, max_memory_bytes=0)
+    with pytest.raises(SystemExit, match=r"--max-memory-mb must be >= 1, got 0\."):
+        main(["certify", str(tmp_path), "--max-memory-mb", "0"])
