@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -69,15 +70,21 @@ def _resident() -> int | None:
     return None
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (looked up once: find_library may run ldconfig)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def _trim() -> None:
     """Give the C heap's free pages back to the system (glibc ``malloc_trim``), so that memory
     freed earlier and reused by the call counts in the rise of the resident set."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:

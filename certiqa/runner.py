@@ -55,6 +55,7 @@ from . import __version__, bounds
 from ._checks import check_nonnegative, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
+from .memory import is_out_of_memory
 from .metrics import plcc, srocc
 from .smoothing import SmoothedIQA, _eval_mode, certify_samples, model_rng
 
@@ -469,7 +470,7 @@ class _Run:
 
     @staticmethod
     def _failure_message(path: str, err: Exception) -> str:
-        if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err):
+        if is_out_of_memory(err):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -190,7 +190,7 @@ def model_rng(seed: int | Sequence[int] | None, index: int, device: torch.device
     """Seed the global generators a model may draw from for one call, and restore them after.
 
     Inside, torch's CPU generator (and ``device``'s when it is CUDA), Python's ``random``
-    and NumPy's global generator are seeded from ``SeedSequence([*seed, TAG, index])``:
+    and NumPy's global generator are seeded from ``SeedSequence([*seed, TAG, index + 1])``:
     ``seed`` is the noise seed of the call (an int or a sequence of ints, e.g.
     :func:`certiqa.runner.image_noise_seed`) and ``index`` the position of the call's first
     noisy image in the image's stream (0, batch, 2 batch, ...), -1 for the call on the
@@ -261,15 +261,17 @@ class SmoothedIQA:
     into one reused buffer of ``batch_size`` images. Model and denoiser run in eval
     mode under ``torch.inference_mode`` and their modes are restored afterwards.
 
-    Memory: the first model call of each ``sample`` / ``certify_sequential`` call scores one
-    noisy image and measures its peak memory (:func:`certiqa.memory.peak_bytes`); the
-    next calls take the largest batch (at most ``batch_size``) whose estimated peak
-    (that peak times the batch) fits the budget; a call that still runs out of
-    memory is retried on halves of the same noisy images, down to one. The noise is
+    Memory: the peak memory of the first model call of each ``sample`` /
+    ``certify_sequential`` call is measured (:func:`certiqa.memory.peak_bytes`), and the
+    next calls take the largest batch (at most ``batch_size``) whose estimated peak (the
+    peak per image of that call times the batch) fits the budget. With
+    ``max_memory_bytes`` that first call scores one noisy image, so the budget holds
+    throughout; without it, the first call takes ``batch_size`` images. A call that runs
+    out of memory is retried on halves of the same noisy images, down to one. The noise is
     drawn in fills of ``batch_size`` images whatever the model batch, so the draws, and
     the scores of a model whose score of an image does not depend on the rest of its
-    batch, do not change; nothing is redrawn or lost. The model must not write into
-    its input (a retry reuses it).
+    batch, do not change; nothing is redrawn or lost. The denoiser and the model must
+    not write into their input (a retry reuses it).
     """
 
     def __init__(
@@ -374,7 +376,10 @@ class SmoothedIQA:
         noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
             buffer = torch.empty((min(self.batch_size, rows),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
-            state = {"drawn": 0, "batch": 0}  # 0: the first call measures the peak of one image
+            # a budget given: the first call scores one image; else a whole buffer. Its peak sets the batch.
+            # "cap": the largest batch not known to run out of memory
+            state = {"drawn": 0, "batch": 1 if self.max_memory_bytes is not None else len(buffer),
+                     "cap": len(buffer), "measured": 0}
 
             def draw(images: torch.Tensor, n: int, index: list[int] | None = None) -> torch.Tensor:
                 return self._draw(images, n, noise, buffer, index, state, seed)
@@ -399,7 +404,8 @@ class SmoothedIQA:
     ) -> torch.Tensor:
         """Unsorted scores (B, n) of n noisy copies of each image of ``x``: noise drawn in fills
         of len(buffer) images, scored in model batches of ``state["batch"]`` images, halved (and
-        kept halved) on out-of-memory; ``state["drawn"]`` counts the noisy images of the stream."""
+        kept halved: ``state["cap"]``) on out-of-memory; ``state["drawn"]`` counts the noisy
+        images of the stream."""
         batch = x.shape[0]
         total = batch * n
         samples = torch.empty(total, dtype=torch.float64, device=x.device)
@@ -414,24 +420,24 @@ class SmoothedIQA:
             z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
             at = 0
             while at < len(z):
-                end = min(at + max(state["batch"], 1), len(z))
+                end = min(at + state["batch"], len(z))
                 try:
                     with model_rng(seed if self.randomized else None, state["drawn"] + at, x.device):
-                        if state["batch"]:
+                        if state["measured"]:
                             scores = self._score(z[at:end])
-                        else:  # the probe: one image, its peak memory sets the model batch
+                        else:  # the first call that succeeds: its peak memory sets the model batch
                             out: list[torch.Tensor] = []
                             peak = peak_bytes(lambda: out.append(self._score(z[at:end])), x.device)
                             scores = out[0]
                             budget = self._budget(x.device)
-                            fits = len(buffer) if not peak or budget is None else budget // peak
-                            state["batch"] = max(1, min(len(buffer), fits))
+                            fits = len(buffer) if not peak or budget is None else budget * (end - at) // peak
+                            state["batch"], state["measured"] = max(1, min(state["cap"], fits)), 1
                 except Exception as err:  # halve the model batch on out-of-memory, else re-raise
-                    if not is_out_of_memory(err) or state["batch"] <= 1:
+                    if not is_out_of_memory(err) or end - at <= 1:
                         raise
                     if x.device.type == "cuda":
                         torch.cuda.empty_cache()
-                    state["batch"] = max(1, state["batch"] // 2)
+                    state["batch"] = state["cap"] = (end - at) // 2
                     continue
                 # a copy into float64: exact for any float or integer score, and safe when the
                 # model returns a view of the reused buffer

@@ -61,11 +61,16 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_same_draws():
     fragile = Fragile(limit=3)
     backed_off = SmoothedIQA(fragile, 0.2, n=50, batch_size=16, seed=7, max_memory_bytes=1 << 40).sample(x)
     assert torch.equal(backed_off, reference)  # the same rows
-    # 15 of the first fill fail, then 8, then 4; from then on batches of 2, never halved again
-    assert fragile.failed == [15, 8, 4] and max(map(len, fragile.seen[1:])) == 2
+    # the 15 after the one-image probe fail, then 7; from then on batches of 3, never halved again
+    assert fragile.failed == [15, 7] and max(map(len, fragile.seen[1:])) == 3
     # nothing lost, nothing scored twice: the noisy images that reached the model are those of the
     # unconstrained run, in the same order
     assert torch.equal(torch.cat(fragile.seen), torch.cat(free.seen))
+    # without a budget the first call takes a whole fill; once halved, the measurement never raises it again
+    unbudgeted = Fragile(limit=3)
+    assert torch.equal(SmoothedIQA(unbudgeted, 0.2, n=50, batch_size=16, seed=7).sample(x), reference)
+    assert unbudgeted.failed == [16, 8, 4] and {len(z) for z in unbudgeted.seen} == {2}
+    assert torch.equal(torch.cat(unbudgeted.seen), torch.cat(free.seen))
 
 
 def test_out_of_memory_with_one_image_and_other_errors_are_raised():
@@ -165,12 +170,12 @@ def test_cuda_budget_and_real_out_of_memory_keep_the_rows():
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated(device) + 1200 * MIB) / total, device)
-    try:  # a real CUDA out-of-memory error: 16 and 8 images do not fit in 1.2 GiB, 4 do
+    try:  # a real CUDA out-of-memory error: after the one-image probe, 15 and 7 images do not fit in 1.2 GiB, 3 do
         squeezed = CudaHungry()
         got = run(squeezed, 1 << 50)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
-    assert torch.equal(got, reference) and squeezed.sizes[0] == 1 and max(squeezed.sizes[1:]) == 4
+    assert torch.equal(got, reference) and squeezed.sizes[0] == 1 and max(squeezed.sizes[1:]) == 3
 
 
 # ----------------------------------------------------------------------------- randomized models

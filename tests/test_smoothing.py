@@ -375,4 +375,4 @@ def test_half_precision_input_gets_float32_noise_then_is_cast():
         with GaussianStreams(4, "cpu") as streams:
             noise = streams.normal_(torch.empty((6, 3, 4, 4)), 0.1)
         expected = (noise + x.float()).clamp(0, 1).to(dtype)
-        assert torch.equal(torch.cat(seen), expected)  # one fill of 6, scored as 1 (the memory probe) + 5
+        assert torch.equal(seen[0], expected)
