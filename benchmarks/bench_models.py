@@ -81,7 +81,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=64, help="noisy copies per timed round (64)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per model; the median is kept (3)")
     parser.add_argument("--batch-size", type=int, default=32, help="noisy images per model call (32)")
-    parser.add_argument("--size", type=int, nargs=2, default=(512, 384), metavar=("W", "H"), help="image size (512 384)")
+    parser.add_argument("--size", type=int, nargs=2, default=(512, 384), metavar=("W", "H"),
+                        help="image size (512 384)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS), default=None, help="time these models only")
     parser.add_argument("--one", choices=sorted(MODELS), help=argparse.SUPPRESS)  # the child's side

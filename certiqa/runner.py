@@ -465,7 +465,8 @@ class _Run:
         model's randomness seeded from the image's noise seed)."""
         model = self.smoothed.model
         device = self.smoothed.device_for(x)
-        with torch.inference_mode(), _eval_mode(model), model_rng(seed if self.smoothed.randomized else None, -1, device):
+        randomness = model_rng(seed if self.smoothed.randomized else None, -1, device)
+        with torch.inference_mode(), _eval_mode(model), randomness:
             return float(check_scores(model(x.to(device)), 1)[0])
 
     @staticmethod

@@ -26,7 +26,8 @@ from certiqa.smoothing import SmoothedIQA, model_rng
 
 from conftest import REPO
 
-CPU_OOM = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+           "1 bytes")
 
 
 def _image(shape=(2, 3, 20, 16), seed=0) -> torch.Tensor:

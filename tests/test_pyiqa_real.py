@@ -65,7 +65,7 @@ def test_download_and_bad_options_are_one_line_errors():
     assert "\n" not in message and "pretrained_model_path='FILE'" in message and "pretrained=False" in message
     with pytest.raises(ModelSpecError, match=r"pyiqa has no metric 'no_such_metric'"):
         load_model("pyiqa:no_such_metric")
-    with pytest.raises(ModelSpecError, match=r"pretrained_model_path='/no/such/weights.pth'\) raised FileNotFoundError"):
+    with pytest.raises(ModelSpecError, match=r"path='/no/such/weights.pth'\) raised FileNotFoundError"):
         load_model("pyiqa:cnniqa(pretrained_model_path='/no/such/weights.pth')")
     with pytest.raises(ModelSpecError, match=r"raised TypeError: .*unexpected keyword argument 'colour'"):
         load_model("pyiqa:cnniqa(pretrained=None, colour=1)")
