@@ -97,7 +97,8 @@ def peak_bytes(call: Callable[[], object], device: torch.device) -> int | None:
     Memory the allocator kept from earlier calls and could not give back (e.g. inside
     transparent huge pages) is reused unseen: then the figure is an underestimate, which
     the out-of-memory backoff covers. CUDA: ``max_memory_allocated`` after
-    ``reset_peak_memory_stats``, minus ``memory_allocated`` before.
+    ``reset_peak_memory_stats``, minus ``memory_allocated`` before (so torch's peak
+    statistics of the device restart at this call).
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
