@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         samples = data.samples[: args.limit]
         smoothed = SmoothedIQA(model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
                                seed=args.seed, denoiser=denoiser.to(device) if denoiser is not None else None,
-                               precision=args.precision)
+                               precision=args.precision,
+                               max_memory_bytes=None if args.max_memory_mb is None else args.max_memory_mb << 20)
         try:
             run = certify_paths(
                 smoothed, [str(s.path) for s in samples], args.eps, out=args.out,

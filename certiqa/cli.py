@@ -39,6 +39,8 @@ def _certify(args: argparse.Namespace) -> int:
     if bad:
         raise SystemExit(f"certiqa: error: --eps must be a finite number >= 0 (an l2 radius in [0, 1] pixel units), "
                          f"got {bad[0]}.")
+    if args.max_memory_mb is not None and args.max_memory_mb < 1:
+        raise SystemExit(f"certiqa: error: --max-memory-mb must be >= 1, got {args.max_memory_mb}.")
     if args.max_noise_mb < 1:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
     if args.resume and not args.out:
@@ -71,6 +73,11 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: {err}") from None
     with group:
         model = load_model_from_args(args).to(device)
+        if model.randomized:
+            _log(f"note: {model.spec} gave different scores on two calls on the same images: it has randomness of "
+                 "its own, so the certificates are about the median over the noise and that randomness together "
+                 "(valid when it does not depend on the input); with --seed it is seeded per image "
+                 "(column randomized).")
         denoiser = load_denoiser_from_args(args)
         denoiser = denoiser.to(device) if denoiser is not None else None
         try:
@@ -79,6 +86,7 @@ def _certify(args: argparse.Namespace) -> int:
                 smoothed = SmoothedIQA(
                     model, args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed,
                     denoiser=denoiser, precision=args.precision,
+                    max_memory_bytes=None if args.max_memory_mb is None else args.max_memory_mb << 20,
                 )
             for warning in caught:
                 _log(f"warning: {warning.message}")
@@ -114,6 +122,13 @@ def _certify(args: argparse.Namespace) -> int:
               f"futility={sequential['futility']}): {decided}; "
               f"mean samples per image and radius {mean:g}", file=sys.stderr)
     return run.exit_status
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .catalog import format_catalog
+
+    print(format_catalog())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--futility-error", type=float, default=None,
                       help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
+    models = sub.add_parser(
+        "models",
+        help="list the built-in models, the shipped denoisers and pyiqa's no-reference metrics",
+        description="The model specs certiqa ships, its denoisers (sigma, the model they were trained for) and, "
+                    "when pyiqa is installed, its no-reference metrics with direction and score range.",
+    )
+    models.set_defaults(func=_models)
     return parser
 
 

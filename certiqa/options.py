@@ -131,10 +131,11 @@ def require_metadata(args: argparse.Namespace, model: LoadedModel, *names: str) 
 
 def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, Any]:
     """Provenance of a model, for result files: ``{"model": spec, "model_sha256": ...,
-    "lower_better": ..., "score_range": [lo, hi] or None}``.
+    "lower_better": ..., "score_range": [lo, hi] or None, "randomized": ...}``.
 
     ``model_sha256`` is the SHA-256 of the file the spec names (the embedded weights for
-    ``default``), ``None`` for factories and pyiqa metrics. ``source`` is a loaded model
+    ``default``), ``None`` for factories and pyiqa metrics; ``randomized`` whether the model
+    has randomness of its own (:class:`certiqa.models.LoadedModel`). ``source`` is a loaded model
     (nothing is reloaded), parsed options or a spec string (loaded here)."""
     if isinstance(source, LoadedModel):
         model = source
@@ -148,6 +149,7 @@ def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, 
         "model_sha256": file_sha256(file) if file is not None else None,
         "lower_better": model.lower_better,
         "score_range": list(model.score_range) if model.score_range is not None else None,
+        "randomized": model.randomized,
     }
 
 
@@ -165,6 +167,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default): the model as given; bf16 / fp16: model and denoiser under "
                              "torch.autocast, and the certificates are those of that reduced-precision model's "
                              "smoothed function (column precision)")
+    parser.add_argument("--max-memory-mb", type=int, default=None, metavar="MB",
+                        help="memory budget of one model call in MiB: the model batch is the largest that fits, "
+                             "measured on one image (default: 80%% of the device's free memory); out-of-memory "
+                             "halves it and retries the same noisy images")
 
 
 def describe_models(args: argparse.Namespace, model: LoadedModel) -> dict[str, Any]:

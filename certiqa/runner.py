@@ -65,8 +65,9 @@ from ._checks import check_nonnegative, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
 from .locking import LockHeld, OutputLock
+from .memory import is_out_of_memory
 from .metrics import plcc, srocc
-from .smoothing import SmoothedIQA, _eval_mode, certify_samples
+from .smoothing import SmoothedIQA, _eval_mode, certify_samples, model_rng
 
 __all__ = [
     "CertifyRun",
@@ -472,8 +473,8 @@ class _Run:
             digest = file_sha256(path)
             x = loaded.image.unsqueeze(0)
             smoothed = self._smoothed_for(path, loaded.image)
-            clean = self._clean_score(x)
             seed = None if self.smoothed.seed is None else image_noise_seed(self.smoothed.seed, digest)
+            clean = self._clean_score(x, seed)
             if self.sequential is None:
                 samples = smoothed.sample(x, seed=seed)
                 records = [certify_samples(samples, r, smoothed.sigma, smoothed.alpha).to_records()[0]
@@ -529,14 +530,18 @@ class _Run:
         lowered.batch_size = batch
         return lowered
 
-    def _clean_score(self, x: torch.Tensor) -> float:
-        """f(x): the model's score of the image itself, no noise and no denoiser, in the run's precision."""
-        model, device = self.smoothed.model, self.smoothed.device_for(x)
-        with torch.inference_mode(), _eval_mode(model), self.smoothed.autocast(device):
+    def _clean_score(self, x: torch.Tensor, seed: list[int] | None) -> float:
+        """f(x): the model's score of the image itself, no noise and no denoiser, in the run's
+        precision (a randomized model's randomness seeded from the image's noise seed)."""
+        model = self.smoothed.model
+        device = self.smoothed.device_for(x)
+        randomness = model_rng(seed if self.smoothed.randomized else None, -1, device)
+        with torch.inference_mode(), _eval_mode(model), randomness, self.smoothed.autocast(device):
             return float(check_scores(model(x.to(device)), 1)[0])
 
-    def _failure_message(self, path: str, err: Exception) -> str:
-        if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err):
+    @staticmethod
+    def _failure_message(path: str, err: Exception) -> str:
+        if is_out_of_memory(err):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -6,12 +6,24 @@ The smoothed model of a base model f (optionally preceded by a denoiser D) is
 
 estimated from n Gaussian samples. Its certificates come from :mod:`certiqa.bounds`;
 this module only draws samples and reads the order statistics.
+
+Everything between the noisy image and the score is part of f: clipping, the denoiser
+and the model's own preprocessing (resizing, cropping to a fixed size). The noise is
+added to the image as given, at its resolution, so the certificate is about that image.
+
+A model with its own randomness (random crops, dropout left on) is smoothed over the
+noise and its randomness together: g(x) is the median of f(D(clip(x + G)), R) over G and
+R. The certificates hold for that g whenever the law of R does not depend on the input
+(the bound only uses that the score's distribution at x + d is that of the noise shifted
+by d); with a seed, R is drawn from generators seeded per model call from the noise seed
+(:func:`model_rng`), so results stay a deterministic function of the input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -22,6 +34,7 @@ from torch import nn
 
 from . import bounds
 from .denoisers import DenoiserMismatchWarning, denoiser_mismatch
+from .memory import free_bytes, is_out_of_memory, peak_bytes
 from .noise import GaussianStreams
 from ._checks import (
     check_images,
@@ -34,8 +47,11 @@ from ._checks import (
 
 __all__ = [
     "SmoothedIQA", "CertifiedScores", "SequentialCertificate", "certify_samples", "certified_radius_samples",
-    "check_samples", "PRECISIONS",
+    "check_samples", "model_rng", "MEMORY_FRACTION", "PRECISIONS",
 ]
+
+MEMORY_FRACTION = 0.8  # share of the device's free memory the model calls may take without max_memory_bytes
+_MODEL_RNG_WORD = 0x6D6F64  # tags the model's generators apart from the noise streams of the same seed
 
 ScoreModel = Callable[[torch.Tensor], torch.Tensor]
 
@@ -170,6 +186,40 @@ def _device_of(module: Any, fallback: torch.device) -> torch.device:
     return fallback
 
 
+def _entropy(seed: int | Sequence[int]) -> list[int]:
+    return list(seed) if isinstance(seed, (list, tuple)) else [int(seed)]
+
+
+@contextlib.contextmanager
+def model_rng(seed: int | Sequence[int] | None, index: int, device: torch.device) -> Iterator[None]:
+    """Seed the global generators a model may draw from for one call, and restore them after.
+
+    Inside, torch's CPU generator (and ``device``'s when it is CUDA), Python's ``random``
+    and NumPy's global generator are seeded from ``SeedSequence([*seed, TAG, index + 1])``:
+    ``seed`` is the noise seed of the call (an int or a sequence of ints, e.g.
+    :func:`certiqa.runner.image_noise_seed`) and ``index`` the position of the call's first
+    noisy image in the image's stream (0, batch, 2 batch, ...), -1 for the call on the
+    clean image (the runner's ``clean`` column). Without a seed nothing
+    is seeded (fresh randomness), and nothing is restored either.
+    """
+    if seed is None:
+        yield
+        return
+    words = np.random.SeedSequence(_entropy(seed) + [_MODEL_RNG_WORD, index + 1]).generate_state(2, np.uint32)
+    state = int(words[0]) << 32 | int(words[1])
+    saved = random.getstate(), np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(state)
+            random.seed(state)
+            np.random.seed(int(words[0]))
+            yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
 @contextlib.contextmanager
 def _eval_mode(*modules: Any) -> Iterator[None]:
     """Put every nn.Module (and its children) in eval mode, restore each flag after."""
@@ -212,11 +262,30 @@ class SmoothedIQA:
             scores are copied into float64 without rounding; they state nothing about the
             fp32 model's smoothed function. Autocast lowers float32 operations only:
             float64 images or models run in float64 whatever this says.
+        randomized: whether the model has randomness of its own (default: its
+            ``randomized`` attribute, which :func:`certiqa.models.load_model` sets by
+            probing it twice). With a seed, each model call then runs under
+            :func:`model_rng`, so the model's random draws repeat too (for the same
+            batch_size and model batch); see the module docstring for what is certified.
+        max_memory_bytes: memory budget of one model call (denoiser included), beyond
+            the noise buffer; default: ``MEMORY_FRACTION`` of the device's free memory.
 
     Noise is drawn on the model's device (that of its first parameter; the input's
     device for parameter-free callables) by :class:`certiqa.noise.GaussianStreams`
     into one reused buffer of ``batch_size`` images. Model and denoiser run in eval
     mode under ``torch.inference_mode`` and their modes are restored afterwards.
+
+    Memory: the peak memory of the first model call of each ``sample`` /
+    ``certify_sequential`` call is measured (:func:`certiqa.memory.peak_bytes`), and the
+    next calls take the largest batch (at most ``batch_size``) whose estimated peak (the
+    peak per image of that call times the batch) fits the budget. With
+    ``max_memory_bytes`` that first call scores one noisy image, so the budget holds
+    throughout; without it, the first call takes ``batch_size`` images. A call that runs
+    out of memory is retried on halves of the same noisy images, down to one. The noise is
+    drawn in fills of ``batch_size`` images whatever the model batch, so the draws, and
+    the scores of a model whose score of an image does not depend on the rest of its
+    batch, do not change; nothing is redrawn or lost. The denoiser and the model must
+    not write into their input (a retry reuses it).
     """
 
     def __init__(
@@ -231,6 +300,8 @@ class SmoothedIQA:
         denoiser: nn.Module | ScoreModel | None = None,
         seed: int | None = None,
         precision: str = "fp32",
+        randomized: bool | None = None,
+        max_memory_bytes: int | None = None,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}.")
@@ -254,13 +325,15 @@ class SmoothedIQA:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}; fp32 runs the "
                              "model as given, bf16 and fp16 under torch.autocast.")
         self.precision = precision
+        self.randomized = bool(getattr(model, "randomized", False) if randomized is None else randomized)
+        self.max_memory_bytes = None if max_memory_bytes is None else check_int("max_memory_bytes", max_memory_bytes)
 
     def __repr__(self) -> str:
         return (
             f"SmoothedIQA(model={type(self.model).__name__}, sigma={self.sigma}, n={self.n}, "
             f"alpha={self.alpha}, batch_size={self.batch_size}, clip={self.clip}, "
             f"denoiser={type(self.denoiser).__name__ if self.denoiser is not None else None}, seed={self.seed}, "
-            f"precision={self.precision!r})"
+            f"precision={self.precision!r}, randomized={self.randomized}, max_memory_bytes={self.max_memory_bytes})"
         )
 
     def device_for(self, x: torch.Tensor) -> torch.device:
@@ -339,16 +412,37 @@ class SmoothedIQA:
         noise_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.inference_mode(), _eval_mode(self.model, self.denoiser), GaussianStreams(seed, device) as noise:
             buffer = torch.empty((min(self.batch_size, rows),) + tuple(x.shape[1:]), device=device, dtype=noise_dtype)
+            # a budget given: the first call scores one image; else a whole buffer. Its peak sets the batch.
+            # "cap": the largest batch not known to run out of memory
+            state = {"drawn": 0, "batch": 1 if self.max_memory_bytes is not None else len(buffer),
+                     "cap": len(buffer), "measured": 0}
 
             def draw(images: torch.Tensor, n: int, index: list[int] | None = None) -> torch.Tensor:
-                return self._draw(images, n, noise, buffer, index)
+                return self._draw(images, n, noise, buffer, index, state, seed)
 
             yield draw
 
+    def _score(self, z: torch.Tensor) -> torch.Tensor:
+        """f(D(z)) for noisy images z (B, C, H, W) of the input's dtype, under :meth:`autocast`."""
+        with self.autocast(z.device):
+            return self.model(self.denoiser(z) if self.denoiser is not None else z)
+
+    def _budget(self, device: torch.device) -> int | None:
+        """Bytes one model call may take: ``max_memory_bytes``, else ``MEMORY_FRACTION`` of the
+        device's free memory (None when unknown)."""
+        if self.max_memory_bytes is not None:
+            return self.max_memory_bytes
+        free = free_bytes(device)
+        return None if free is None else int(free * MEMORY_FRACTION)
+
     def _draw(
-        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None
+        self, x: torch.Tensor, n: int, noise: GaussianStreams, buffer: torch.Tensor, index: list[int] | None,
+        state: dict[str, int], seed: int | Sequence[int] | None,
     ) -> torch.Tensor:
-        """Unsorted scores (B, n) of n noisy copies of each image of ``x``, chunks of len(buffer)."""
+        """Unsorted scores (B, n) of n noisy copies of each image of ``x``: noise drawn in fills
+        of len(buffer) images, scored in model batches of ``state["batch"]`` images, halved (and
+        kept halved: ``state["cap"]``) on out-of-memory; ``state["drawn"]`` counts the noisy
+        images of the stream."""
         batch = x.shape[0]
         total = batch * n
         samples = torch.empty(total, dtype=torch.float64, device=x.device)
@@ -361,13 +455,32 @@ class SmoothedIQA:
             if self.clip:
                 z.clamp_(0.0, 1.0)
             z = z.to(x.dtype)  # no copy unless the noise was drawn in float32 for half input
-            with self.autocast(z.device):
-                if self.denoiser is not None:
-                    z = self.denoiser(z)
-                scores = check_scores(self.model(z), stop - start, finite=False)
-            # a copy into float64: exact for any float or integer score (bf16 and fp16 ones
-            # included), and safe when the model returns a view of the reused buffer
-            samples[start:stop] = scores
+            at = 0
+            while at < len(z):
+                end = min(at + state["batch"], len(z))
+                try:
+                    with model_rng(seed if self.randomized else None, state["drawn"] + at, x.device):
+                        if state["measured"]:
+                            scores = self._score(z[at:end])
+                        else:  # the first call that succeeds: its peak memory sets the model batch
+                            out: list[torch.Tensor] = []
+                            peak = peak_bytes(lambda: out.append(self._score(z[at:end])), x.device)
+                            scores = out[0]
+                            budget = self._budget(x.device)
+                            fits = len(buffer) if not peak or budget is None else budget * (end - at) // peak
+                            state["batch"], state["measured"] = max(1, min(state["cap"], fits)), 1
+                except Exception as err:  # halve the model batch on out-of-memory, else re-raise
+                    if not is_out_of_memory(err) or end - at <= 1:
+                        raise
+                    if x.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    state["batch"] = state["cap"] = (end - at) // 2
+                    continue
+                # a copy into float64: exact for any float or integer score, and safe when the
+                # model returns a view of the reused buffer
+                samples[start + at:start + end] = check_scores(scores, end - at, finite=False)
+                at = end
+            state["drawn"] += len(z)
         samples = samples.reshape(batch, n)
         finite = torch.isfinite(samples)
         if not finite.all():  # one check for the whole run: no host sync per chunk

@@ -95,7 +95,7 @@ CALLS = []
 
 
 class InferenceModel(nn.Module):
-    def __init__(self, metric_name, as_loss=False, loss_weight=None, loss_reduction="mean", device=None):
+    def __init__(self, metric_name, as_loss=False, loss_weight=None, loss_reduction="mean", device=None, gain=100.0):
         super().__init__()
         if metric_name == "broken":
             raise RuntimeError("cannot download the weights of broken")
@@ -106,7 +106,7 @@ class InferenceModel(nn.Module):
         self.score_range = config.get("score_range")
         self.as_loss = as_loss
         self.loss_reduction = loss_reduction
-        self.scale = nn.Parameter(torch.tensor(100.0))
+        self.scale = nn.Parameter(torch.tensor(float(gain)))
 
     def forward(self, target, ref=None):
         with torch.set_grad_enabled(self.as_loss):
@@ -252,6 +252,13 @@ def test_metadata_travels_with_each_kind(files, user_code):
 
     assert pyiqa.CALLS[-1] == {"name": "darkness", "as_loss": True, "device": torch.device("cpu"),
                                "loss_reduction": "none"}
+    gained = load_model("pyiqa:brightness(gain=2.5)")  # options reach create_metric as keyword literals
+    assert pyiqa.CALLS[-1] == {"name": "brightness", "as_loss": True, "device": torch.device("cpu"),
+                               "loss_reduction": "none", "gain": 2.5}
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(gained(x).flatten(), 2.5 * x.mean(dim=(1, 2, 3)))
+    load_model("pyiqa: brightness ( gain = 1 ) ")
+    assert pyiqa.CALLS[-1]["gain"] == 1 and pyiqa.CALLS[-1]["name"] == "brightness"
     overridden = load_model(str(files["ts"]), lower_better=True, score_range=(1, 5), min_size=40)
     assert meta(overridden) == (True, (1.0, 5.0), 40)
 
@@ -280,11 +287,12 @@ def test_options_override_and_require_metadata(user_code, images, tmp_path, caps
 def test_describe_model_gives_provenance(files, user_code):
     digest = hashlib.sha256(files["ts"].read_bytes()).hexdigest()
     assert describe_model(str(files["ts"])) == {"model": str(files["ts"]), "model_sha256": digest,
-                                                 "lower_better": False, "score_range": [0.0, 1.0]}
+                                                 "lower_better": False, "score_range": [0.0, 1.0],
+                                                 "randomized": False}
     assert describe_model("default")["model_sha256"] == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
     loaded = load_model("spec_test_factories:brightness", lower_better=True)
     assert describe_model(loaded) == {"model": "spec_test_factories:brightness", "model_sha256": None,
-                                      "lower_better": True, "score_range": None}
+                                      "lower_better": True, "score_range": None, "randomized": False}
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     described = describe_model(parser.parse_args(["--weights", str(files["state"])]))
@@ -362,6 +370,15 @@ def test_bad_spec_messages(files, user_code, tmp_path):
 def test_bad_pyiqa_specs(user_code, monkeypatch):
     _bad("pyiqa:nope", r"pyiqa has no metric 'nope' \(Metric nope not implemented yet\.\).*list_models")
     _bad("pyiqa:lpips", r"full-reference\) metric; certiqa certifies no-reference models")
-    _bad("pyiqa:broken", r"create_metric\('broken', as_loss=True\) raised RuntimeError: cannot download")
+    _bad("pyiqa:broken", r"create_metric\('broken', as_loss=True\) raised RuntimeError: cannot download.*"
+                         r"pretrained_model_path='FILE'.*pretrained=False")
+    _bad("pyiqa:brightness(colour=1)", r"create_metric\('brightness', as_loss=True, colour=1\) raised TypeError: "
+                                       r".*unexpected keyword argument 'colour'$")
+    _bad("pyiqa:brightness(gain=)", r"cannot parse the pyiqa arguments \(gain=\)")
+    _bad("pyiqa:brightness(gain=__import__('os').getpid())", r"Python literal values")
+    _bad("pyiqa:brightness(2.5)", r"keyword arguments only \(name=value\), got the positional value 2\.5")
+    _bad("pyiqa:brightness(as_loss=False)", r"'as_loss' is set by certiqa")
+    _bad("pyiqa:brightness(device='cuda')", r"'device' is set by certiqa")
+    _bad("pyiqa:(gain=1)", r"expected pyiqa:NAME or pyiqa:NAME\(name=value, \.\.\.\)")
     monkeypatch.setitem(sys.modules, "pyiqa", None)  # as if pyiqa were not installed
     _bad("pyiqa:brightness", r"pyiqa is not installed \(ModuleNotFoundError.*pip install pyiqa")

@@ -10,13 +10,16 @@ Spec kinds (see :data:`MODEL_SPEC_HELP`):
 - ``module.sub:factory`` or ``module.sub:factory(name=value, ...)``: an importable
   callable, called with Python literal arguments (parsed by ``ast.literal_eval``),
   returning an ``nn.Module`` or a callable;
-- ``pyiqa:NAME``: ``pyiqa.create_metric(NAME, as_loss=True, loss_reduction='none')``,
-  imported only when asked for.
+- ``pyiqa:NAME`` or ``pyiqa:NAME(name=value, ...)``: ``pyiqa.create_metric(NAME,
+  as_loss=True, loss_reduction='none', name=value, ...)`` with Python literal keyword
+  arguments (e.g. ``pretrained_model_path='w.pth'`` or ``pretrained=False``), imported
+  only when asked for.
 
 Every loaded model is a :class:`LoadedModel` that carries ``lower_better``,
 ``score_range`` and ``min_size`` (from the arguments of :func:`load_model`, else from
 the file's ``certiqa.json`` metadata, else from the model's own attributes; ``None``
-where unknown, ``min_size`` 1). Loading never unpickles Python objects and never runs Python
+where unknown, ``min_size`` 1) and ``randomized``: whether two calls on the same probe
+batch gave different scores (random crops, dropout left on). Loading never unpickles Python objects and never runs Python
 from the file: every file goes through :mod:`certiqa.loading` (state dicts with
 ``torch.load(weights_only=True)``, archives checked member by member and read from memory;
 see ``docs/security.md``). A probe on two random images checks the output shape before returning.
@@ -54,13 +57,15 @@ __all__ = [
 
 MODEL_SPEC_HELP = (
     "default | cnniqa:FILE | FILE (TorchScript archive, exported program .pt2 or CNNIQA state dict) | "
-    "module.sub:factory | module.sub:factory(name=value, ...) | pyiqa:NAME"
+    "module.sub:factory | module.sub:factory(name=value, ...) | pyiqa:NAME | pyiqa:NAME(name=value, ...)"
 )
 METADATA_FILE = "certiqa.json"  # extra file of TorchScript archives and exported programs
 PROBE_SIZE = 64  # side of the random probe images (at least the model's min_size)
 
 _NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FACTORY = re.compile(rf"^(?P<module>{_NAME}):(?P<attr>{_NAME})(?:\((?P<args>.*)\))?$", re.DOTALL)
+_PYIQA = re.compile(r"^(?P<name>[^()]+?)(?:\((?P<args>.*)\))?$", re.DOTALL)
+_PYIQA_RESERVED = ("metric_name", "as_loss", "loss_reduction", "device")  # set by certiqa
 _CNNIQA_KEYS = {f"{layer}.{kind}" for layer in ("conv1", "fc1", "fc2", "fc3") for kind in ("weight", "bias")}
 
 
@@ -83,6 +88,9 @@ class LoadedModel(nn.Module):
         lower_better: whether a lower score means better quality (``None``: unknown).
         score_range: nominal (lo, hi) of the scores (``None``: unknown).
         min_size: smallest image side the model accepts (1 when unknown).
+        randomized: whether the model has randomness of its own: two calls on the same
+            probe batch gave different scores (see :mod:`certiqa.smoothing` for what is
+            certified then and how its randomness is seeded).
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class LoadedModel(nn.Module):
         lower_better: bool | None,
         score_range: tuple[float, float] | None,
         min_size: int,
+        randomized: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -102,6 +111,7 @@ class LoadedModel(nn.Module):
         self.lower_better = lower_better
         self.score_range = score_range
         self.min_size = min_size
+        self.randomized = randomized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -121,7 +131,7 @@ class LoadedModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"spec={self.spec!r}, lower_better={self.lower_better}, score_range={self.score_range}, "
-                f"min_size={self.min_size}")
+                f"min_size={self.min_size}, randomized={self.randomized}")
 
 
 class _ExportedModule(nn.Module):
@@ -184,8 +194,9 @@ def _split_prefix(spec: str, prefix: str) -> str | None:
     return spec[len(prefix):] if spec.startswith(prefix) else None
 
 
-def _parse_arguments(spec: str, text: str) -> tuple[list[Any], dict[str, Any]]:
-    """``a, b=2, c='x'`` -> ([a], {b: 2, c: 'x'}) with every value a Python literal."""
+def _parse_arguments(spec: str, text: str, what: str = "factory") -> tuple[list[Any], dict[str, Any]]:
+    """``a, b=2, c='x'`` -> ([a], {b: 2, c: 'x'}) with every value a Python literal; ``what``
+    names the call in errors."""
     try:
         call = ast.parse(f"f({text})", mode="eval").body
         if not isinstance(call, ast.Call):
@@ -196,7 +207,7 @@ def _parse_arguments(spec: str, text: str) -> tuple[list[Any], dict[str, Any]]:
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError, TypeError) as err:
         raise ModelSpecError(
-            spec, f"cannot parse the factory arguments ({text}) ({type(err).__name__}: {err}); expected "
+            spec, f"cannot parse the {what} arguments ({text}) ({type(err).__name__}: {err}); expected "
             "name=value, ... with Python literal values (numbers, strings, True/False/None, tuples, lists, dicts)."
         ) from None
     return args, kwargs
@@ -383,7 +394,21 @@ def _parse_range_text(value: Any) -> Any:
         return None
 
 
-def _load_pyiqa(spec: str, name: str) -> nn.Module:
+def _load_pyiqa(spec: str, text: str) -> nn.Module:
+    """``pyiqa.create_metric`` for ``NAME`` or ``NAME(name=value, ...)`` (keyword literals only)."""
+    match = _PYIQA.match(text.strip())
+    if match is None or not match["name"].strip():
+        raise ModelSpecError(spec, "expected pyiqa:NAME or pyiqa:NAME(name=value, ...), e.g. "
+                                   "pyiqa:topiq_nr(pretrained=False, backbone_pretrain=False).")
+    name = match["name"].strip()
+    args, kwargs = _parse_arguments(spec, match["args"], "pyiqa") if match["args"] is not None else ([], {})
+    if args:
+        raise ModelSpecError(spec, f"pyiqa options are keyword arguments only (name=value), got the positional "
+                                   f"value {args[0]!r}.")
+    reserved = sorted(set(kwargs) & set(_PYIQA_RESERVED))
+    if reserved:
+        raise ModelSpecError(spec, f"{reserved[0]!r} is set by certiqa (as_loss=True, loss_reduction='none', on the "
+                                   "CPU, then moved with --device); leave it out of the pyiqa options.")
     try:
         pyiqa = importlib.import_module("pyiqa")
     except ImportError as err:
@@ -391,21 +416,31 @@ def _load_pyiqa(spec: str, name: str) -> nn.Module:
             spec, f"pyiqa is not installed ({type(err).__name__}: {_first_line(err)}); install it with "
             "'pip install pyiqa' (it needs torchvision), or give another spec."
         ) from None
+    options = "".join(f", {k}={v!r}" for k, v in kwargs.items())
     try:
-        metric = pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=torch.device("cpu"))
+        metric = pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=torch.device("cpu"), **kwargs)
     except AssertionError as err:  # pyiqa asserts that the name is one of its metrics
         raise ModelSpecError(
             spec, f"pyiqa has no metric {name!r} ({_first_line(err) or 'AssertionError'}); "
-            "pyiqa.list_models(metric_mode='NR') lists its no-reference metrics."
+            "'certiqa models' or pyiqa.list_models(metric_mode='NR') lists its no-reference metrics."
         ) from None
-    except Exception as err:  # weights that cannot be downloaded, missing extras, ...
+    except Exception as err:  # weights that cannot be downloaded, unknown options, missing extras, ...
+        hint = (" To run without downloads give the weights, e.g. pyiqa:NAME(pretrained_model_path='FILE'), or an "
+                "untrained architecture, e.g. pyiqa:NAME(pretrained=False).") if _is_download(err) else ""
         raise ModelSpecError(
-            spec, f"pyiqa.create_metric({name!r}, as_loss=True) raised {type(err).__name__}: {_first_line(err)}"
+            spec, f"pyiqa.create_metric({name!r}, as_loss=True{options}) raised {type(err).__name__}: "
+            f"{_first_line(err)}{hint}"
         ) from None
     if getattr(metric, "metric_mode", "NR") != "NR":
         raise ModelSpecError(spec, f"pyiqa's {name!r} is a {metric.metric_mode} (full-reference) metric; "
                                    "certiqa certifies no-reference models.")
     return metric
+
+
+def _is_download(err: BaseException) -> bool:
+    """Whether ``err`` looks like a failed download (no network, or weights not cached)."""
+    text = f"{type(err).__name__} {err}".lower()
+    return any(word in text for word in ("url", "download", "connection", "resolve", "http", "offline", "hub"))
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -453,11 +488,14 @@ def _resolve(spec: str, name: str, given: Any, meta: dict[str, Any], model: Any,
     return check(spec, hints.get(name), "the file")
 
 
-def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> None:
+def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> bool:
+    """Check the output shape on a batch of two random images; return whether a second call
+    on the same batch gives different scores (a model with randomness of its own)."""
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.inference_mode():
             scores = model(x)
+            again = model(x)
     except Exception as err:  # the model may fail in any way on the probe
         raise ModelSpecError(
             spec, f"the model failed on a probe batch of random images of shape {tuple(x.shape)} "
@@ -468,6 +506,7 @@ def _probe(spec: str, model: LoadedModel, size: tuple[int, int]) -> None:
     except (TypeError, ValueError) as err:
         raise ModelSpecError(spec, f"{str(err).rstrip('.')} on a probe batch of random images of shape "
                                    f"{tuple(x.shape)}.") from None
+    return again.shape != scores.shape or not torch.equal(again, scores)
 
 
 # ----------------------------------------------------------------------------- public
@@ -486,7 +525,8 @@ def load_model(
     Raises :class:`ModelSpecError` (a ValueError) with a one-line reason for a missing
     file, a file of none of the formats, a failed import, a factory that raises or
     returns a non-callable, unknown pyiqa metrics, and a model whose output on a probe
-    batch of two random images is not of shape (2,) or (2, 1).
+    batch of two random images is not of shape (2,) or (2, 1). The model is called twice
+    on that batch; ``randomized`` says whether the two calls differed.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(str(spec), f"expected a non-empty string: {MODEL_SPEC_HELP}.")
@@ -499,8 +539,8 @@ def load_model(
     elif (path := _split_prefix(spec, "cnniqa:")) is not None:
         file = Path(path)
         model = _cnniqa_from_state(spec, _read_state(spec, file), file)  # LIVE DMOS: lower is better, 0-100
-    elif (name := _split_prefix(spec, "pyiqa:")) is not None:
-        model = _load_pyiqa(spec, name)
+    elif (text := _split_prefix(spec, "pyiqa:")) is not None:
+        model = _load_pyiqa(spec, text)
     elif os.path.isfile(spec):
         file = Path(spec)
         model, meta, hints = _load_file(spec, file)
@@ -522,7 +562,7 @@ def load_model(
     )
     loaded.eval()
     side = max(PROBE_SIZE, loaded.min_size)
-    _probe(spec, loaded, tuple(size or side for size in hints.get("probe", (None, None))))
+    loaded.randomized = _probe(spec, loaded, tuple(size or side for size in hints.get("probe", (None, None))))
     return loaded
 
 
