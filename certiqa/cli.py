@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .compare_methods import add_parser as add_compare_methods
 from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_GROWTH, DEFAULT_N0, FUTILITY, SPENDING, sequential_looks
 from .distributed import join
 from .io import find_images
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--futility-error", type=float, default=None,
                       help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
+    add_compare_methods(sub)
     return parser
 
 
