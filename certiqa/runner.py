@@ -319,7 +319,7 @@ class _Run:
                             growth=float(sequential["growth"]), spending=sequential["spending"],
                             futility=bounds.futility_setting(sequential["futility"], sequential["futility_error"]))
         self.settings = {**settings, **provenance}
-        self.expected = {key: _text(value) for key, value in self.settings.items()}
+        self.expected = {**{key: "" for key in FAMILY_COLUMNS}, **{key: _text(v) for key, v in self.settings.items()}}
         self.radii_text = sorted(_text(r) for r in radii)
 
     def _unique(self, paths: list[str | os.PathLike]) -> list[str]:
@@ -737,7 +737,7 @@ def _differences(rows: list[dict[str, Any]], expected: dict[str, str]) -> dict[s
     found: dict[str, set[str]] = {}
     for row in rows:
         for key, want in expected.items():
-            got = _text(row[key]) if key in row else "not recorded"
+            got = _text(row.get(key)) if key in row or key in FAMILY_COLUMNS else "not recorded"  # absent: no family
             if got != want:
                 found.setdefault(key, set()).add(got)
     return found

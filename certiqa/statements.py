@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 __all__ = [
@@ -51,10 +52,14 @@ __all__ = [
     "KendallBounds",
     "kendall_bounds",
     "spearman_bounds",
+    "ASSIGNMENT_LIMIT",
     "Assignment",
     "Statements",
     "compare",
 ]
+
+# Largest number of images whose Spearman bounds are solved as an assignment problem (an N x N matrix).
+ASSIGNMENT_LIMIT = 3000
 
 # A requested family level is met when the rows' sum of alphas is at most level * (1 + FAMILY_RTOL)
 # (N copies of A / N add up to A up to rounding).
@@ -185,13 +190,15 @@ def kendall_bounds(lo: np.ndarray, up: np.ndarray, human: np.ndarray) -> Kendall
 
         (C_cert - D_cert - U) / P  <=  tau-a  <=  (C_cert - D_cert + U) / P.
 
-    Exact (proof sketch): sort the images by human score and set s_k = max(lo_k, s_{k-1} + d)
-    for a small d > 0. This stays within the intervals when every undecided pair overlaps in
-    more than one point (lo_i < up_j for h_i < h_j; true when no two endpoints coincide),
-    and it makes every pair not certainly discordant concordant: the upper bound is
-    attained. Sorting by decreasing human score attains the lower bound. When intervals
-    only touch (lo_i == up_j), such a pair can be tied but not concordant and the bound is
-    valid but conservative.
+    Valid: each pair contributes +1, -1 or 0, and only undecided pairs can change sign.
+    Conservative in general: making every undecided pair concordant at once may contradict a
+    certainly discordant pair (h_a < h_b < h_c with a certainly above c, b overlapping both).
+    Exact (proof sketch) for the upper bound when no pair is certainly discordant: sort the
+    images by human score and set s_k = max(lo_k, s_{k-1} + d) for a small d > 0; this stays
+    within every interval when lo_i < up_j for every i sorted before j, true when no pair is
+    certainly discordant and no two intervals only touch (lo_i == up_j), and it makes every
+    pair with different human scores concordant. Symmetrically the lower bound is exact when
+    no pair is certainly concordant (sort by decreasing human score).
     """
     lo, up, h = (np.asarray(v, dtype=float) for v in (lo, up, human))
     if not lo.shape == up.shape == h.shape or lo.ndim != 1 or len(lo) < 2:
@@ -214,17 +221,22 @@ def spearman_bounds(lo: np.ndarray, up: np.ndarray, human: np.ndarray) -> tuple[
     untied vectors of the box, for N images with quality intervals (N,) and human scores (N,).
 
     For an untied score vector the ranks r are a permutation of 1..N, so with m = (N + 1) / 2
-    and g the human scores' (average) ranks, rho = sum_i (r_i - m)(g_i - m) / D with
-    D = sqrt(sum (r - m)^2 sum (g - m)^2) fixed. Each r_i lies in its certified rank interval
-    [low_i, high_i] (:func:`score_rank_intervals`) and sum_i r_i = N m. Maximising (minimising)
-    the linear numerator over these constraints is a fractional knapsack: start every r_i at
-    low_i and raise the r_i of largest (smallest) g_i - m first until the sum is N m.
+    and g the human scores' (average) ranks, rho = sum_i r_i (g_i - m) / D with
+    D = sqrt(sum (r - m)^2 sum (g - m)^2) = sqrt(N (N^2 - 1) / 12 sum (g - m)^2) fixed. Each
+    r_i lies in its certified rank interval [low_i, high_i] (:func:`score_rank_intervals`).
+    The extremes of the linear numerator over the permutations with r_i in [low_i, high_i]
+    are an assignment problem (images to ranks, solved exactly by
+    ``scipy.optimize.linear_sum_assignment``; above :data:`ASSIGNMENT_LIMIT` images, by the
+    looser fractional knapsack that keeps only sum_i r_i = N m).
 
-    Valid: every permutation of the box satisfies the constraints. Conservative in general
-    (the relaxation drops that the r_i form a permutation and that two overlapping images
-    trade ranks together); exact when no two intervals overlap (then low = high) and in the
-    cases the tests enumerate. Score vectors with ties use average ranks, a smaller
-    sum (r - m)^2, and are not covered (they have probability 0 under continuous scores).
+    Valid: the rank vector of every untied vector of the box is such a permutation.
+    Conservative in general: not every such permutation is realised by scores within the
+    intervals (it must also be a linear extension of the certified order, which the
+    relaxation does not impose); exact when no two intervals overlap (one permutation) and
+    when the overlaps form disjoint groups of mutually overlapping images (every
+    permutation within a group is realised). Score vectors with ties use average ranks, a
+    smaller sum (r - m)^2, and are not covered (they have probability 0 under continuous
+    scores).
     """
     lo, up, h = (np.asarray(v, dtype=float) for v in (lo, up, human))
     if not lo.shape == up.shape == h.shape or lo.ndim != 1 or len(lo) < 2:
@@ -236,14 +248,22 @@ def spearman_bounds(lo: np.ndarray, up: np.ndarray, human: np.ndarray) -> tuple[
         raise ValueError("the human scores are all equal; Spearman's rho is undefined.")
     low, high = score_rank_intervals(lo, up)
     denominator = math.sqrt(n * (n * n - 1) / 12 * float(np.sum(g * g)))
+    ranks = np.arange(1, n + 1)
 
     def extreme(sign: float) -> float:
-        r = low.astype(float)
-        budget = n * (n + 1) / 2 - r.sum()
-        for k in np.argsort(-sign * g, kind="stable"):
-            step = min(high[k] - r[k], budget)
-            r[k] += step
-            budget -= step
+        if n <= ASSIGNMENT_LIMIT:
+            allowed = (ranks[None, :] >= low[:, None]) & (ranks[None, :] <= high[:, None])
+            cost = np.where(allowed, -sign * g[:, None] * ranks[None, :], np.inf)
+            rows, cols = linear_sum_assignment(cost)
+            r = np.empty(n)
+            r[rows] = ranks[cols]
+        else:
+            r = low.astype(float)
+            budget = n * (n + 1) / 2 - r.sum()
+            for k in np.argsort(-sign * g, kind="stable"):
+                step = min(high[k] - r[k], budget)
+                r[k] += step
+                budget -= step
         return float(np.clip(np.sum((r - (n + 1) / 2) * g) / denominator, -1.0, 1.0))
 
     return extreme(-1.0), extreme(1.0)
