@@ -9,6 +9,9 @@ import csv
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -452,3 +455,36 @@ def test_certify_family_alpha_command_line(tmp_path, capsys):
         main(base + ["--alpha", "0.01", "--family-alpha", "0.03"])
     with pytest.raises(SystemExit, match="--family-alpha must lie strictly between 0 and 1, got 2.0"):
         main(base + ["--family-alpha", "2"])
+
+
+# -- the demonstration ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # starts Python + torch, attacks and certifies 6 images
+def test_gamed_benchmark_runs_on_two_tiny_images(tmp_path):
+    pytest.importorskip("matplotlib")
+    from conftest import REPO
+
+    out = tmp_path / "gamed"
+    images = [str(REPO / "examples" / "images" / name) for name in ("chelsea_clean.png", "coffee_blur3.png")]
+    args = [sys.executable, "certify/gamed_benchmark.py", "--out", str(out), "--images", *images, "--crop", "48",
+            "--qualities", "90", "10", "--attack-eps", "0.3", "--attack-steps", "2", "-n", "32", "--eps", "0.01",
+            "--family-alpha", "0.1", "--device", "cpu"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "6 outputs (3 methods x 2 sources, 48x48); tuned = jpeg10 + PGD-l2 (eps 0.3, 2 steps)" in done.stdout
+    assert "base model ranks:" in done.stdout and "smoothed model ranks:" in done.stdout
+    table = list(csv.DictReader((out / "methods.csv").open()))
+    assert sorted((r["method"], r["source"]) for r in table) == sorted(
+        (m, s) for m in ("jpeg90", "jpeg10", "tuned") for s in ("chelsea_clean", "coffee_blur3"))
+    rows = {r["path"]: r for r in read_results(out / "results.csv")}
+    assert {(r["family_alpha"], r["family_size"]) for r in rows.values()} == {(0.1, 6)}
+    for source in ("chelsea_clean", "coffee_blur3"):
+        honest, tuned = (str(out / "images" / m / f"{source}.png") for m in ("jpeg10", "tuned"))
+        pixels = [np.asarray(Image.open(p), dtype=float) / 255 for p in (honest, tuned)]
+        # the attack's l2 size plus 8-bit rounding (at most half a level per value)
+        assert 0 < np.linalg.norm(pixels[1] - pixels[0]) <= 0.3 + 0.5 / 255 * math.sqrt(pixels[0].size)
+        assert rows[tuned]["clean"] > rows[honest]["clean"]  # the base model was pushed up
+    assert (out / "statements.png").is_file() and "certified order" in (out / "summary.md").read_text()
+    assert list(csv.DictReader((out / "statements.csv").open()))[0]["family_level"] == "0.1"
