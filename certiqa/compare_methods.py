@@ -63,6 +63,12 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}" if math.isfinite(value) else str(value)
 
 
+def _ranked(s: Statements) -> list[str]:
+    """Methods by certified rank interval, then by mean smoothed quality (best first)."""
+    sign = 1.0 if s.lower_better else -1.0
+    return sorted(s.methods, key=lambda m: (s.rank_best[m], s.rank_worst[m], sign * (s.mean_median[m] or 0.0)))
+
+
 def format_statements(statements: Sequence[Statements]) -> str:
     """The statements as text tables, one block per radius."""
     blocks = []
@@ -75,7 +81,7 @@ def format_statements(statements: Sequence[Statements]) -> str:
                  f"[{_num(s.mean_lower[m])}, {_num(s.mean_upper[m])}]", _num(s.mean_width[m]), _num(s.max_width[m]),
                  f"{s.rank_best[m]}" if s.rank_best[m] == s.rank_worst[m] else f"{s.rank_best[m]}-{s.rank_worst[m]}",
                  _num(s.mean_clean[m]))
-                for m in sorted(s.methods, key=lambda m: (s.rank_best[m], s.rank_worst[m]))]
+                for m in _ranked(s)]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         for r in [header, tuple("-" * w for w in widths), *body]:
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
@@ -134,7 +140,7 @@ def plot_statements(statements: Sequence[Statements], path: str | Path) -> None:
         raise ImportError("--plot needs matplotlib: pip install 'certiqa[plot]'.") from None
     fig, axes = plt.subplots(len(statements), 2, figsize=(12, 0.5 + 3.2 * len(statements)), squeeze=False)
     for (left, right), s in zip(axes, statements):
-        order = sorted(s.methods, key=lambda m: (s.rank_best[m], s.rank_worst[m]))
+        order = _ranked(s)
         for y, m in enumerate(reversed(order)):
             left.plot([s.mean_lower[m], s.mean_upper[m]], [y, y], lw=4, color="tab:blue", alpha=0.6,
                       label="certified mean" if y == 0 else None)

@@ -21,6 +21,7 @@ from scipy import stats
 
 from certiqa import SmoothedIQA
 from certiqa.cli import main
+from certiqa.distributed import Group
 from certiqa.runner import certify_paths, read_results
 from certiqa.smoothing import certify_samples
 from certiqa.statements import (
@@ -427,10 +428,20 @@ def test_compare_methods_input_errors(results, tmp_path):
         main(["compare-methods", first, "--methods", str(results / "methods.csv"), "--out", "x.txt"])
 
 
-def test_family_alpha_rows_resume_and_torchrun_size(results):
+def test_family_alpha_rows_and_every_rank_counts_the_full_set(results, tmp_path):
     rows = read_results(results / "first.csv")
     assert {r["family_alpha"] for r in rows} == {0.01} and {r["family_size"] for r in rows} == {3}
     assert [r["alpha"] for r in rows] == pytest.approx([0.01 / 3] * 6)
+    # under torchrun each rank certifies every K-th image, but alpha is A / N with N all (distinct) images
+    from certiqa.runner import _Run
+
+    paths = [str(p) for p in sorted(results.glob("*_s1.png"))] * 2  # 3 images, each given twice
+    for rank in (0, 1):
+        plan = _Run(SmoothedIQA(MeanScore(), 0.12, n=10), paths, [0.1], out=tmp_path / "r.csv", provenance={},
+                    extra={}, resume=False, min_size=1, resize=None, max_noise_bytes=1 << 20,
+                    group=Group(rank=rank, world_size=2), progress=False, log=lambda message: None,
+                    sequential=None, family_alpha=0.03)
+        assert plan.smoothed.alpha == pytest.approx(0.01) and plan.settings["family_size"] == 3
 
 
 def test_certify_family_alpha_command_line(tmp_path, capsys):
