@@ -35,7 +35,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 

@@ -233,7 +233,7 @@ def spearman_bounds(lo: np.ndarray, up: np.ndarray, human: np.ndarray) -> tuple[
     Conservative in general: not every such permutation is realised by scores within the
     intervals (it must also be a linear extension of the certified order, which the
     relaxation does not impose); exact when no two intervals overlap (one permutation) and
-    when the overlaps form disjoint groups of mutually overlapping images (every
+    when the overlaps form disjoint groups of images that all share more than a point (every
     permutation within a group is realised). Score vectors with ties use average ranks, a
     smaller sum (r - m)^2, and are not covered (they have probability 0 under continuous
     scores).

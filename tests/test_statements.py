@@ -87,6 +87,10 @@ def test_rank_intervals_are_exact_over_the_box():
         at_or_above = (s[:, None, :] >= s[:, :, None]).sum(axis=2) - 1
         assert (1 + strictly_above.min(axis=0)).tolist() == best.tolist()
         assert (1 + at_or_above.max(axis=0)).tolist() == worst.tolist()
+        low, high = score_rank_intervals(lo, up)  # ascending image ranks: 1 + #below .. N - #above
+        below = (s[:, None, :] < s[:, :, None]).sum(axis=2)
+        assert (1 + below.min(axis=0)).tolist() == low.tolist()
+        assert (4 - strictly_above.min(axis=0)).tolist() == high.tolist()
 
 
 def test_lower_is_better_turns_the_intervals_around():
@@ -344,7 +348,8 @@ def test_compare_refusals():
 
 
 def test_largest_eps_and_its_level():
-    rows = [row("a.png", 5, 6, eps=e) for e in (0.1, 0.2)] + [row("b.png", 3, 4, eps=0.1), row("b.png", 5.5, 7, eps=0.2)]
+    rows = [row("a.png", 5, 6, eps=e) for e in (0.1, 0.2)]
+    rows += [row("b.png", 3, 4, eps=0.1), row("b.png", 5.5, 7, eps=0.2)]
     statements = compare(rows, {"a.png": Assignment("A"), "b.png": Assignment("B")})
     assert [s.eps for s in statements] == [0.1, 0.2]
     assert statements[0].above == [("A", "B")] and statements[1].above == []
@@ -456,8 +461,8 @@ def test_certify_family_alpha_command_line(tmp_path, capsys):
     assert "alpha=0.01, family alpha=0.03 over 3 images" in capsys.readouterr().err  # the repeated file counts once
     rows = list(csv.DictReader(out.open()))
     assert {(r["alpha"], r["family_alpha"], r["family_size"]) for r in rows} == {("0.01", "0.03", "3")}
-    with pytest.raises(SystemExit, match=r"--resume: .* was made with other settings \(family_size: file 3, this run 2; "
-                                         r"alpha: file 0.01, this run 0.015\)"):
+    with pytest.raises(SystemExit, match=r"--resume: .* was made with other settings \(family_size: file 3, this run "
+                                         r"2; alpha: file 0.01, this run 0.015\)"):
         main(["certify", *map(str, paths[:2]), "--model", "default", "-n", "20", "--seed", "0", "--quiet", "--out",
               str(out), "--resume", "--family-alpha", "0.03"])
     with pytest.raises(SystemExit, match=r"family_alpha: file 0.03, this run \(none\)"):
