@@ -10,7 +10,8 @@ method processes the same source photographs (scikit-image's CC0 / public-domain
 manipulation the benchmark receives is the rounded one, whose l2 size is measured and reported.
 
 Every output is certified once (``certiqa.runner.certify_paths``, the engine of ``certiqa
-certify``: --resume works) with the smoothed model (base model + denoiser at --sigma) at the
+certify``: --resume works) with the smoothed model (base model + denoiser at --sigma: the
+shipped one by default, ``--denoiser none`` for plain smoothing) at the
 radii --eps and at the smallest radius (in steps of 0.01) that covers every tuned output's
 manipulation as saved, at family level --family-alpha. The script then reports:
 
