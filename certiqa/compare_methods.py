@@ -175,7 +175,7 @@ def plot_statements(statements: Sequence[Statements], path: str | Path) -> None:
 
 def _hintless(err: RunRefused) -> str:
     """The reader's message without its advice about --resume (meant for certify)."""
-    return re.split(r"[;.] [Dd]rop --resume", str(err))[0].rstrip(".") + "."
+    return re.split(r"(?:[;.]|, or) [Dd]rop --resume", str(err))[0].rstrip(".") + "."
 
 
 def _run(args: argparse.Namespace) -> int:

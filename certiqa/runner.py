@@ -286,7 +286,7 @@ class _Run:
         self.min_size, self.resize, self.max_noise_bytes = min_size, resize, int(max_noise_bytes)
         self.provenance, self.extra, self.resume, self.progress = provenance, extra, resume, progress
         self.paths = self._unique(paths)
-        family = {}
+        family: dict[str, Any] = {}
         if family_alpha is not None:
             family = {"family_alpha": check_open_unit("family_alpha", family_alpha), "family_size": len(self.paths)}
             self.smoothed = copy.copy(smoothed)
