@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .compare_methods import add_parser as add_compare_methods
 from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_GROWTH, DEFAULT_N0, FUTILITY, SPENDING, sequential_looks
 from .denoisers import DenoiserMismatchWarning
 from .distributed import join
@@ -29,6 +30,8 @@ from .smoothing import SmoothedIQA
 
 __all__ = ["main", "build_parser"]
 
+DEFAULT_ALPHA = 0.001
+
 
 def _log(message: str) -> None:
     tqdm.write(f"certiqa: {message}", file=sys.stderr)
@@ -43,6 +46,13 @@ def _certify(args: argparse.Namespace) -> int:
         raise SystemExit(f"certiqa: error: --max-memory-mb must be >= 1, got {args.max_memory_mb}.")
     if args.max_noise_mb < 1:
         raise SystemExit(f"certiqa: error: --max-noise-mb must be >= 1, got {args.max_noise_mb}.")
+    if args.family_alpha is not None and args.alpha is not None:
+        raise SystemExit("certiqa: error: give --alpha (per image) or --family-alpha (for all images at once), "
+                         "not both.")
+    if args.family_alpha is not None and not 0 < args.family_alpha < 1:
+        raise SystemExit(f"certiqa: error: --family-alpha must lie strictly between 0 and 1, got {args.family_alpha}.")
+    if args.alpha is None and args.family_alpha is None:
+        args.alpha = DEFAULT_ALPHA
     if args.resume and not args.out:
         raise SystemExit("certiqa: error: --resume needs --out, the file to resume.")
     sequential_options = (args.n_max, args.n0, args.growth, args.spending, args.futility, args.futility_error)
@@ -62,6 +72,8 @@ def _certify(args: argparse.Namespace) -> int:
                       "spending": args.spending or "equal", "futility": args.futility or "proof",
                       "futility_error": DEFAULT_FUTILITY_ERROR if args.futility_error is None else args.futility_error}
     try:
+        if args.family_alpha is not None:  # for the check below; the runner sets A / N with N counting each file once
+            args.alpha = args.family_alpha / max(len(find_images(args.paths)), 1)
         for eps in args.eps if sequential else ():  # refuse a schedule that cannot work before any work
             sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha,
                              sequential["spending"], sequential["futility"], sequential["futility_error"],
@@ -69,7 +81,7 @@ def _certify(args: argparse.Namespace) -> int:
         if args.out:
             check_output_path(args.out)
         group, device = join(resolve_device(args.device))
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"certiqa: error: {err}") from None
     with group:
         model = load_model_from_args(args).to(device)
@@ -96,7 +108,7 @@ def _certify(args: argparse.Namespace) -> int:
             run = certify_paths(
                 smoothed, paths, args.eps, out=args.out, provenance=describe_models(args, model), resume=args.resume,
                 overwrite=args.overwrite, min_size=model.min_size, max_noise_bytes=args.max_noise_mb << 20, group=group,
-                progress=not args.quiet, log=_log, sequential=sequential,
+                progress=not args.quiet, log=_log, sequential=sequential, family_alpha=args.family_alpha,
             )
         except (RunRefused, ValueError, TypeError, FileNotFoundError) as err:
             raise SystemExit(f"certiqa: error: {err}") from None
@@ -107,10 +119,13 @@ def _certify(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
     resumed = f", {run.resumed} image(s) kept from {args.out}" if run.resumed else ""
+    alpha = run.rows[0]["alpha"] if run.rows else args.alpha
+    family = (f"family alpha={args.family_alpha} over {run.rows[0]['family_size']} images, "
+              if args.family_alpha is not None and run.rows else "")
     print(
         f"{len(run.rows)} row(s), {run.certified} image(s) {'done' if sequential else 'certified'} now{resumed}, "
         f"{len(run.errors)} failed "
-        f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, n={args.n}, alpha={args.alpha}, "
+        f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, n={args.n}, alpha={alpha:g}, {family}"
         f"device={device.type}, processes={group.world_size})",
         file=sys.stderr,
     )
@@ -147,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
     cert.add_argument("-n", "--n", type=int, default=1000,
                       help="noise samples per image (1000); under torchrun write -n (torchrun takes --n as its own)")
-    cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
+    cert.add_argument("--alpha", type=float, default=None, help=f"failure probability of each image ({DEFAULT_ALPHA})")
+    cert.add_argument("--family-alpha", type=float, default=None, metavar="A",
+                      help="failure probability of all the run's images at once: each image gets alpha = A / N "
+                           "(N images, union bound); rows add family_alpha and family_size")
     cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")
     cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
     add_run_arguments(cert)
@@ -178,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "when pyiqa is installed, its no-reference metrics with direction and score range.",
     )
     models.set_defaults(func=_models)
+    add_compare_methods(sub)
     return parser
 
 

@@ -61,7 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, bounds
-from ._checks import check_nonnegative, check_scores
+from ._checks import check_nonnegative, check_open_unit, check_scores
 from .distributed import Group
 from .io import file_sha256, read_image
 from .locking import LockHeld, OutputLock
@@ -83,6 +83,8 @@ __all__ = [
     "SEQUENTIAL_COLUMNS",
     "ENVIRONMENT_COLUMNS",
     "SETTING_COLUMNS",
+    "FAMILY_COLUMNS",
+    "read_results",
     "DEFAULT_MAX_NOISE_BYTES",
     "FLAT_RATIO",
     "FLAT_MIN_IMAGES",
@@ -98,6 +100,9 @@ RESULT_COLUMNS = (
 )
 SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "growth", "spending", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
+# With a family level: the level asked for and the number of images it is spread over
+# (alpha = family_alpha / family_size); compared on resume like the settings.
+FAMILY_COLUMNS = ("family_alpha", "family_size")
 # Compared on resume, with every key of the caller's provenance and the radii.
 SETTING_COLUMNS = ("sigma", "n", "alpha", "precision", "seed", "resize", "requested_batch", "max_noise_bytes")
 # A setting's value in rows written before its column existed (missing or empty there).
@@ -110,9 +115,9 @@ RANGE_SLACK = 0.05  # a median farther outside the score range than this share o
 SIGMA_WARN = 1.0  # sigma above the whole pixel range [0, 1] is warned about
 
 _FLOATS = frozenset({"median", "lower", "upper", "width", "eps", "sigma", "alpha", "seconds", "clean", "shift", "delta",
-                     "growth"})
+                     "growth", "family_alpha"})
 _INTS = frozenset({"n", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "frames", "n0",
-                   "n_used"})
+                   "n_used", "family_size"})
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -186,6 +191,7 @@ def certify_paths(
     progress: bool = True,
     log: Log | None = None,
     sequential: Mapping[str, Any] | None = None,
+    family_alpha: float | None = None,
 ) -> CertifyRun:
     """Certify each image file on its own, streaming the rows to ``out``.
 
@@ -215,6 +221,11 @@ def certify_paths(
             ``"futility"`` and ``"futility_error"``) to certify each radius sequentially instead
             (:meth:`SmoothedIQA.certify_sequential`, its own samples per radius); rows add
             :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
+        family_alpha: a family level A: each image is certified at alpha = A / N, N being the
+            number of distinct images in ``paths`` (all of them, on every rank and on resume, not
+            only those left to do), so that all N intervals hold at once with probability
+            >= 1 - A (union bound). Overrides ``smoothed.alpha``; rows add
+            :data:`FAMILY_COLUMNS`, and a resume with another A or another image set is refused.
 
     Raises:
         RunRefused: ``out`` cannot be written, is being written by another run, exists
@@ -228,7 +239,7 @@ def certify_paths(
     return _Run(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
         overwrite=overwrite, min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
-        progress=progress, log=log or _stderr,
+        progress=progress, log=log or _stderr, family_alpha=family_alpha,
         sequential={"growth": bounds.DEFAULT_GROWTH, "spending": "equal", "futility": "proof",
                     "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
         if sequential else None,
@@ -300,6 +311,7 @@ class _Run:
         progress: bool,
         log: Log,
         sequential: dict[str, Any] | None,
+        family_alpha: float | None,
     ) -> None:
         self.smoothed, self.radii, self.group, self.log = smoothed, radii, group, log
         self.sequential = sequential
@@ -309,6 +321,11 @@ class _Run:
         if resume and overwrite:
             raise RunRefused("give --resume (keep the rows already in --out) or --overwrite (replace them), not both.")
         self.paths = self._unique(paths)
+        family: dict[str, Any] = {}
+        if family_alpha is not None:
+            family = {"family_alpha": check_open_unit("family_alpha", family_alpha), "family_size": len(self.paths)}
+            self.smoothed = copy.copy(smoothed)
+            self.smoothed.alpha = check_open_unit("family_alpha / N", family_alpha / max(len(self.paths), 1))
         self.out = check_output_path(out) if out is not None else None
         if self.out is None and (resume or group.distributed):
             raise RunRefused("--resume and torchrun runs need --out: the rows are kept in (and met through) files.")
@@ -323,24 +340,25 @@ class _Run:
         clash = sorted({k for k in keys if k in RESULT_COLUMNS or k in ENVIRONMENT_COLUMNS or keys.count(k) > 1})
         if clash:
             raise ValueError(f"extra and provenance columns must be new and distinct, got {clash} more than once.")
-        self.columns = [*RESULT_COLUMNS, *(SEQUENTIAL_COLUMNS if sequential else ()), *extra_keys, *provenance,
-                        *ENVIRONMENT_COLUMNS]
+        self.columns = [*RESULT_COLUMNS, *(SEQUENTIAL_COLUMNS if sequential else ()), *family, *extra_keys,
+                        *provenance, *ENVIRONMENT_COLUMNS]
         self.file_columns = list(self.columns)
         self.environment = {
             "device": str(smoothed.device_for(torch.empty(0))),
             "torch": torch.__version__,
             "certiqa": __version__,
         }
-        settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": smoothed.alpha,
+        settings = {"sigma": smoothed.sigma, "n": smoothed.n, "alpha": self.smoothed.alpha,
                     "precision": smoothed.precision, "seed": smoothed.seed,
                     "resize": list(resize) if isinstance(resize, tuple) else resize,
-                    "requested_batch": smoothed.batch_size, "max_noise_bytes": self.max_noise_bytes}
+                    "requested_batch": smoothed.batch_size, "max_noise_bytes": self.max_noise_bytes,
+                    **family}
         if sequential:
             settings.update(n=sequential["n_max"], delta=sequential["delta"], n0=sequential["n0"],
                             growth=float(sequential["growth"]), spending=sequential["spending"],
                             futility=bounds.futility_setting(sequential["futility"], sequential["futility_error"]))
         self.settings = {**settings, **provenance}
-        self.expected = {key: _text(value) for key, value in self.settings.items()}
+        self.expected = {**{key: "" for key in FAMILY_COLUMNS}, **{key: _text(v) for key, v in self.settings.items()}}
         self.radii_text = sorted(_text(r) for r in radii)
 
     def _unique(self, paths: list[str | os.PathLike]) -> list[str]:
@@ -708,6 +726,15 @@ class _Run:
 # -- row files -----------------------------------------------------------------------
 
 
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a finished results file (.csv, .jsonl or .json, as ``certiqa certify`` writes
+    them), numbers parsed back; raises :class:`RunRefused` when it is not one."""
+    path = check_output_path(path)
+    if not path.is_file():
+        raise RunRefused(f"{path}: no such results file.")
+    return _read_rows(path, _FORMATS[path.suffix.lower()])
+
+
 def _text(value: Any) -> str:
     """A value as its CSV cell reads: '' for None, JSON for lists and dicts, str otherwise
     (so a value read back from CSV and the same value in memory compare equal)."""
@@ -856,8 +883,10 @@ def _differences(rows: list[dict[str, Any]], expected: dict[str, str]) -> dict[s
         for key, want in expected.items():
             if row.get(key) is None and key in _UNRECORDED:  # an older file's row, or one merged from it
                 got = _UNRECORDED[key]
+            elif key in row or key in FAMILY_COLUMNS:  # an absent family column: no family level
+                got = _text(row.get(key))
             else:
-                got = _text(row[key]) if key in row else "not recorded"
+                got = "not recorded"
             if got != want:
                 found.setdefault(key, set()).add(got)
     return found
