@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -173,11 +172,6 @@ def plot_statements(statements: Sequence[Statements], path: str | Path) -> None:
     plt.close(fig)
 
 
-def _hintless(err: RunRefused) -> str:
-    """The reader's message without its advice about --resume (meant for certify)."""
-    return re.split(r"(?:[;.]|, or) [Dd]rop --resume", str(err))[0].rstrip(".") + "."
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise SystemExit(f"certiqa: error: --out must end in .csv or .json, got {args.out!r}.")
@@ -192,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.plot:
             plot_statements(statements, args.plot)
     except RunRefused as err:
-        raise SystemExit(f"certiqa: error: {_hintless(err)}") from None
+        raise SystemExit(f"certiqa: error: {err}") from None
     except (LevelNotMet, ValueError, FileNotFoundError, ImportError) as err:
         raise SystemExit(f"certiqa: error: {err}") from None
     print(format_statements(statements))

@@ -557,8 +557,7 @@ class _Run:
         with torch.inference_mode(), _eval_mode(model), randomness, self.smoothed.autocast(device):
             return float(check_scores(model(x.to(device)), 1)[0])
 
-    @staticmethod
-    def _failure_message(path: str, err: Exception) -> str:
+    def _failure_message(self, path: str, err: Exception) -> str:
         if is_out_of_memory(err):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -732,7 +731,7 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = check_output_path(path)
     if not path.is_file():
         raise RunRefused(f"{path}: no such results file.")
-    return _read_rows(path, _FORMATS[path.suffix.lower()])
+    return _read_rows(path, _FORMATS[path.suffix.lower()], resuming=False)
 
 
 def _text(value: Any) -> str:
@@ -788,31 +787,36 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
     return typed
 
 
-def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+def _read_rows(path: Path, kind: str, *, resuming: bool = True) -> list[dict[str, Any]]:
     """The rows of a results file. A last line without its newline (a torn write) is
-    dropped; any other line that is not a row is refused."""
+    dropped; any other line that is not a row is refused (with advice for ``--resume``
+    when ``resuming``)."""
+
+    def fix(advice: str) -> str:
+        return advice if resuming else "."
+
     data = path.read_bytes()
     if kind == "json":
         try:
             rows = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RunRefused(f"{path} is not a JSON results file ({err}); give --overwrite instead of "
-                             "--resume to replace it.") from None
+            raise RunRefused(f"{path} is not a JSON results file ({err})"
+                             + fix("; give --overwrite instead of --resume to replace it.")) from None
         if not isinstance(rows, list):
-            raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows; "
-                             "give --overwrite instead of --resume to replace it.")
+            raise RunRefused(f"{path} holds a JSON {type(rows).__name__}, not a list of rows"
+                             + fix("; give --overwrite instead of --resume to replace it."))
         lines: list[str] = []
     else:
         try:
             lines = data[: data.rfind(b"\n") + 1].decode("utf-8").split("\n")[:-1]
         except UnicodeDecodeError:
-            raise RunRefused(f"{path} is not UTF-8 text; it was not written by certiqa. Give --overwrite "
-                             "instead of --resume to replace it.")
+            raise RunRefused(f"{path} is not UTF-8 text; it was not written by certiqa"
+                             + fix(". Give --overwrite instead of --resume to replace it."))
         if kind == "csv":
             header, lines = (next(csv.reader(lines[:1])), lines[1:]) if lines else ([], [])
             if lines and not {"path", "eps"} <= set(header):
-                raise RunRefused(f"{path} has no path and eps columns; it is not a certiqa results file. "
-                                 "Give --overwrite instead of --resume to replace it, or choose another --out.")
+                raise RunRefused(f"{path} has no path and eps columns; it is not a certiqa results file" + fix(
+                    ". Give --overwrite instead of --resume to replace it, or choose another --out."))
         rows = []
         for number, line in enumerate(lines, start=2 if kind == "csv" else 1):
             if kind == "csv":
@@ -824,23 +828,23 @@ def _read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
                 except json.JSONDecodeError:
                     row = None
             if not isinstance(row, dict):
-                raise RunRefused(f"{path}, line {number}: not a row certiqa wrote. Remove that line, or give "
-                                 "--overwrite instead of --resume to start over.")
+                raise RunRefused(f"{path}, line {number}: not a row certiqa wrote" + fix(
+                    ". Remove that line, or give --overwrite instead of --resume to start over."))
             try:
                 rows.append(_typed(row) if kind == "csv" else _check_numbers(row))
             except ValueError as err:
-                raise RunRefused(f"{path}, line {number}, {err}; correct or remove that line, or give --overwrite "
-                                 "instead of --resume to start over.") from None
+                raise RunRefused(f"{path}, line {number}, {err}" + fix(
+                    "; correct or remove that line, or give --overwrite instead of --resume to start over.")) from None
     for number, row in enumerate(rows if kind == "json" else [], start=1):
         try:
             _check_numbers(row)
         except (ValueError, TypeError) as err:
-            raise RunRefused(f"{path}, row {number}, {err}; correct or remove that row, or give --overwrite "
-                             "instead of --resume to start over.") from None
+            raise RunRefused(f"{path}, row {number}, {err}" + fix(
+                "; correct or remove that row, or give --overwrite instead of --resume to start over.")) from None
     for row in rows:
         if not isinstance(row, dict) or "path" not in row or "eps" not in row:
-            raise RunRefused(f"{path} holds a row without path and eps; it is not a certiqa results file. "
-                             "Give --overwrite instead of --resume to replace it, or choose another --out.")
+            raise RunRefused(f"{path} holds a row without path and eps; it is not a certiqa results file" + fix(
+                ". Give --overwrite instead of --resume to replace it, or choose another --out."))
     return rows
 
 

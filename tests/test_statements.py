@@ -443,7 +443,7 @@ def test_family_alpha_rows_and_every_rank_counts_the_full_set(results, tmp_path)
     paths = [str(p) for p in sorted(results.glob("*_s1.png"))] * 2  # 3 images, each given twice
     for rank in (0, 1):
         plan = _Run(SmoothedIQA(MeanScore(), 0.12, n=10), paths, [0.1], out=tmp_path / "r.csv", provenance={},
-                    extra={}, resume=False, min_size=1, resize=None, max_noise_bytes=1 << 20,
+                    extra={}, resume=False, overwrite=False, min_size=1, resize=None, max_noise_bytes=1 << 20,
                     group=Group(rank=rank, world_size=2), progress=False, log=lambda message: None,
                     sequential=None, family_alpha=0.03)
         assert plan.smoothed.alpha == pytest.approx(0.01) and plan.settings["family_size"] == 3
