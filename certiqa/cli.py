@@ -24,6 +24,7 @@ from .options import (
 )
 from .runner import RunRefused, certify_paths, check_output_path, format_table
 from .smoothing import SmoothedIQA
+from .training.command import add_finetune_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--futility-error", type=float, default=None,
                       help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
     cert.set_defaults(func=_certify)
+    add_finetune_parser(sub)
     return parser
 
 
