@@ -90,7 +90,7 @@ def test_finetune_losses_hand_computed():
     assert terms["rank"] == pytest.approx(rank)
     assert terms["consistency"] == pytest.approx(consistency)
     assert terms["clean"] == pytest.approx(clean, abs=1e-12)
-    assert float(total) == pytest.approx(fidelity + 2 * rank + 3 * consistency + 4 * clean)
+    assert float(total.detach()) == pytest.approx(fidelity + 2 * rank + 3 * consistency + 4 * clean)
     # the score scale divides the scores: squared terms by scale^2, the hinge with the scores
     _, scaled = finetune_losses(MeanScore(), images, targets, noise, config, score_scale=2.0)
     assert scaled["fidelity"] == pytest.approx(fidelity / 4)
@@ -283,3 +283,69 @@ def test_killed_command_resumes_to_the_uninterrupted_weights(tmp_path):
     whole = torch.load(tmp_path / "whole.pt", weights_only=True)["state_dict"]
     split = torch.load(tmp_path / "split.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+# ----------------------------------------------------------------------------- evaluations
+
+
+def test_smoothed_records_score_the_student_against_the_reference(tmp_path):
+    from certiqa.denoisers.evaluation import smoothed_records
+    from certiqa.denoisers.training import TrainImage
+    from certiqa.smoothing import SmoothedIQA
+
+    teacher, student = MeanScore(1.0, 0.0), MeanScore(2.0, 1.0)
+    images = [TrainImage(p[:, :16, :16], None, f"im{i}") for i, p in enumerate(_photos(3))]
+    rows = smoothed_records(student, images, 0.1, 16, 0.01, [0.05], reference=teacher, seed=3, batch_size=8,
+                            cache_dir=tmp_path / "cache", progress=False)
+    smoothed = SmoothedIQA(student, 0.1, n=16, alpha=0.01, batch_size=8, seed=3)
+    for im, row in zip(images, rows):
+        assert row["clean"] == pytest.approx(float(teacher(im.image[None])[0].detach()))
+        assert row["median"] == pytest.approx(float(smoothed.predict(im.image[None])[0]))
+    with pytest.raises(ValueError, match="other settings"):
+        smoothed_records(student, images, 0.1, 16, 0.01, [0.05], reference=MeanScore(3.0), seed=3, batch_size=8,
+                         cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_sweep_gains_a_student_row():
+    from certiqa.denoisers.evaluation import smoothed_records, summarise
+    from certiqa.denoisers.training import TrainImage
+    from certiqa.sweep import format_sweep, sweep_sigma
+
+    teacher, student = MeanScore(1.0, 0.0), MeanScore(2.0, 1.0)
+    images = [TrainImage(p[:, :16, :16], None, f"im{i}") for i, p in enumerate(_photos(4))]
+    table = sweep_sigma(teacher, images, [0.05, 0.1], students={0.1: student}, n=8, eps=[0.02], batch_size=8,
+                        progress=False)
+    assert [(r["sigma"], r["denoiser"]) for r in table] == [(0.05, "none"), (0.1, "none"), (0.1, "student")]
+    rows = smoothed_records(student, images, 0.1, 8, 0.001, [0.02], reference=teacher, batch_size=8, progress=False)
+    expected = summarise(rows, [0.02], lower_better=False)
+    assert table[2]["srocc"] == pytest.approx(expected["srocc"]) and table[2]["shift"] == pytest.approx(expected["shift"])
+    assert "| 0.1 | student |" in format_sweep(table, [0.02])
+    with pytest.raises(ValueError, match="students given for sigma"):
+        sweep_sigma(teacher, images, [0.05], students={0.1: student}, n=8, progress=False)
+
+
+def test_evaluate_script_takes_a_student(tmp_path):
+    spec = _tiny_cnniqa(tmp_path / "teacher.pt")
+    teacher = load_model(spec)
+    config = FinetuneConfig(steps=1, **TINY)
+    student = finetune(teacher, _photos(), config, tmp_path / "work", progress=False).student
+    path = save_student(student, tmp_path / "student.pt", teacher=teacher, config=config, steps=1)
+    (tmp_path / "images").mkdir()
+    for i, p in enumerate(_photos(3, 40, seed=5)):
+        save_image(p, tmp_path / "images" / f"p{i}.png")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,score\n" + "".join(f"images/p{i}.png,\n" for i in range(3)))
+    out = tmp_path / "eval.csv"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "denoisers/evaluate.py", "--data", str(manifest), "--model", spec,
+                           "--student", f"s0={path}", "--n", "4", "--batch-size", "4", "--bootstrap", "0", "--quiet",
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    plain = [r for r in rows if r["config"] == "plain"]
+    s0 = [r for r in rows if r["config"] == "s0"]
+    assert len(plain) == len(s0) == 3
+    assert [r["clean"] for r in plain] == [r["clean"] for r in s0]  # the teacher's clean scores
+    assert [r["median"] for r in plain] != [r["median"] for r in s0]
