@@ -216,8 +216,8 @@ def finetune(
     device = torch.device(device)
     small = [i for i, p in enumerate(photos) if min(p.shape[-2:]) < config.crop]
     if small:
-        raise ValueError(f"{len(small)} photograph(s) are smaller than the {config.crop}px crop (e.g. index {small[0]}); "
-                         "lower the crop size.")
+        raise ValueError(f"{len(small)} photograph(s) are smaller than the {config.crop}px crop "
+                         f"(e.g. index {small[0]}); lower the crop size.")
     if config.targets == "human" and (scores is None or len(scores) != len(photos)):
         raise ValueError("targets='human' needs one score per photograph.")
     teacher = _module(model).to(device).eval()
