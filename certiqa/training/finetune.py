@@ -203,8 +203,8 @@ def finetune(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> FinetuneResult:
-    """Fine-tune a copy of ``model`` (an ``nn.Module`` or a :class:`LoadedModel`; left
-    unchanged, it is the teacher) on crops of ``photos`` (each (3, H, W) in [0, 1]); write
+    """Fine-tune a copy of ``model`` (an ``nn.Module`` or a :class:`LoadedModel`; it is the
+    teacher: its weights are left unchanged and its parameters frozen) on crops of ``photos`` (each (3, H, W) in [0, 1]); write
     ``out_dir``/checkpoint.pt every ``checkpoint_every`` steps and at the end, and
     ``out_dir``/train_log.csv (one row per step). ``scores``: one human score per photograph
     (on the model's scale), needed by ``targets="human"``.
