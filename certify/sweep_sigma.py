@@ -1,7 +1,7 @@
 """Choose sigma: fidelity and certified width of the smoothed model for several noise levels.
 
     python certify/sweep_sigma.py IMAGES [--weights FILE] [--sigma 0.03 0.06 0.12 0.25]
-        [--denoiser SIGMA=FILE ...] [--n 100] [--alpha 0.001] [--eps 0.02 0.05 0.1]
+        [--denoiser SIGMA=FILE ...] [--student SIGMA=FILE ...] [--n 100] [--alpha 0.001] [--eps 0.02 0.05 0.1]
         [--human-include images/labelled] [--out sweep.csv] [--plot sweep.png]
 
 IMAGES is a folder (searched recursively) or a manifest CSV with a ``file`` column
@@ -14,7 +14,9 @@ the same images with the same noise seed, and prints one row each: SROCC / PLCC
 shift, SROCC / PLCC against the human scores (when the manifest has any), and the mean
 certified width at each eps (score units; alpha per certificate). ``--denoiser
 pretrained`` takes the shipped denoisers of the default model at every sigma that has
-one (0.06, 0.12, 0.25). Correlations need >= 3 images (NaN otherwise).
+one (0.06, 0.12, 0.25). ``--student SIGMA=FILE`` adds a row for a student of the model
+fine-tuned for that sigma (``certiqa finetune``): the smoothed student against the model's
+clean scores (denoiser column ``student``). Correlations need >= 3 images (NaN otherwise).
 
 Example (CNNIQA-LIVE, its sigma 0.12 denoiser, the labelled images' human scores):
 
@@ -35,6 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from certiqa.models import load_model  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, model_spec, resolve_device  # noqa: E402
 from certiqa.denoisers import PRETRAINED_SIGMAS, load_denoiser, pretrained  # noqa: E402
 from certiqa.denoisers.training import load_images  # noqa: E402
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoiser", action="append", default=[], metavar="SIGMA=FILE|pretrained",
                    help="denoiser file for one sigma (repeat for others); 'pretrained': the default model's "
                         "shipped ones")
+    p.add_argument("--student", action="append", default=[], metavar="SIGMA=FILE",
+                   help="a student of the model fine-tuned for one sigma (certiqa finetune); repeat for others")
     p.add_argument("--n", type=int, default=100, help="noise samples per image (default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1])
@@ -74,15 +79,20 @@ def _denoisers(items: list[str], sigmas: list[float], spec: str, device: torch.d
                                  "or give SIGMA=FILE denoisers trained for your model.")
             out.update({s: pretrained(s, device=device) for s in sigmas if any(abs(s - t) < 1e-9 for t in PRETRAINED_SIGMAS)})
             continue
-        sigma, sep, path = item.partition("=")
-        try:
-            value = float(sigma)
-        except ValueError:
-            value = None
-        if not sep or value is None:
-            raise ValueError(f"--denoiser takes SIGMA=FILE (e.g. 0.12=den.pt) or 'pretrained', got {item!r}.")
+        value, path = _sigma_file("--denoiser", item, " or 'pretrained'")
         out[value] = load_denoiser(path, device=device)
     return out
+
+
+def _sigma_file(flag: str, item: str, alternative: str = "") -> tuple[float, str]:
+    sigma, sep, path = item.partition("=")
+    try:
+        value = float(sigma)
+    except ValueError:
+        value = None
+    if not sep or value is None:
+        raise ValueError(f"{flag} takes SIGMA=FILE (e.g. 0.12=file.pt){alternative}, got {item!r}.")
+    return value, path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model_from_args(args).to(device).eval()
         denoisers = _denoisers(args.denoiser, args.sigma, model_spec(args), device)
+        students = {}
+        for item in args.student:
+            value, path = _sigma_file("--student", item)
+            students[value] = load_model(path).to(device).eval()
         images = load_images(args.images, resize=args.resize, min_size=getattr(model, "min_size", 1),
                              include=args.include)
         is_manifest = args.images.suffix.lower() == ".csv"
         human = read_human_scores(args.images, args.human_include) if is_manifest else None
-        table = sweep_sigma(model, images, args.sigma, denoisers=denoisers, human=human or None, n=args.n,
+        table = sweep_sigma(model, images, args.sigma, denoisers=denoisers, students=students, human=human or None, n=args.n,
                             alpha=args.alpha, eps=args.eps, seed=args.seed, batch_size=args.batch_size,
                             progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:

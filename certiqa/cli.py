@@ -27,6 +27,7 @@ from .options import (
 )
 from .runner import RunRefused, certify_paths, check_output_path, format_table
 from .smoothing import SmoothedIQA
+from .training.command import add_finetune_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(func=_models)
     add_compare_methods(sub)
+    add_finetune_parser(sub)
     return parser
 
 

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["image_mse", "score_fidelity", "ranking_loss", "correlation_loss", "LossWeights", "combined_loss"]
+__all__ = [
+    "image_mse",
+    "score_fidelity",
+    "score_mse",
+    "score_spread",
+    "ranking_loss",
+    "correlation_loss",
+    "LossWeights",
+    "combined_loss",
+]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -34,6 +43,22 @@ def score_fidelity(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute score error |f(D(x + G)) - t| over the batch, in score units."""
     _check_pair(pred, target)
     return (pred - target).abs().mean()
+
+
+def score_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared score error (f(x') - t)^2 over the batch, in squared score units."""
+    _check_pair(pred, target)
+    return (pred - target).pow(2).mean()
+
+
+def score_spread(draws: torch.Tensor) -> torch.Tensor:
+    """Consistency across noise draws: ``draws`` (B, K) holds each image's scores under K
+    noise draws; returns the mean over images of their variance across draws (population,
+    divided by K), in squared score units. Zero iff every image scores the same under every
+    draw. The spread of the noisy scores is what sets the width of a median certificate."""
+    if draws.ndim != 2 or draws.shape[1] < 2:
+        raise ValueError(f"score_spread needs scores of shape (B, K) with K >= 2 draws, got {tuple(draws.shape)}.")
+    return (draws - draws.mean(dim=1, keepdim=True)).pow(2).mean()
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

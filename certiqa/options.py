@@ -12,6 +12,7 @@ Every function that fails exits with ``PROG: error: REASON`` (one line).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ def require_metadata(args: argparse.Namespace, model: LoadedModel, *names: str) 
 
 def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, Any]:
     """Provenance of a model, for result files: ``{"model": spec, "model_sha256": ...,
-    "lower_better": ..., "score_range": [lo, hi] or None, "randomized": ...}``.
+    "lower_better": ..., "score_range": [lo, hi] or None, "randomized": ...}``, and for a fine-tuned
+    student (:mod:`certiqa.training.finetune`) ``model_provenance``, its provenance as JSON (teacher,
+    its SHA-256, sigma, recipe, seed: the rows certify the student, a new metric).
 
     ``model_sha256`` is the SHA-256 of the file the spec names (the embedded weights for
     ``default``), ``None`` for factories and pyiqa metrics; ``randomized`` whether the model
@@ -144,13 +147,16 @@ def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, 
     else:
         model = load_model(source)
     file: Path | None = model.file
-    return {
+    described = {
         "model": model.spec,
         "model_sha256": file_sha256(file) if file is not None else None,
         "lower_better": model.lower_better,
         "score_range": list(model.score_range) if model.score_range is not None else None,
         "randomized": model.randomized,
     }
+    if model.provenance is not None:
+        described["model_provenance"] = json.dumps(model.provenance, sort_keys=True)
+    return described
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """Choosing sigma: fidelity and certified width of the smoothed model over a grid of noise levels.
 
-For each sigma, plain median smoothing and (where a denoiser is given for that sigma)
-denoised smoothing are run on the same images with the same noise seed; each gives
+For each sigma, plain median smoothing, (where a denoiser is given for that sigma)
+denoised smoothing and (where a fine-tuned student is given for it) the smoothed student,
+compared with the original model's clean scores, are run on the same images with the same noise seed; each gives
 one row of :func:`certiqa.denoisers.evaluation.summarise`: SROCC / PLCC / KROCC of the
 smoothed median against the clean base scores, the mean |median - clean| shift,
 SROCC / PLCC against human scores where given, and the mean certified width (and
@@ -34,6 +35,7 @@ def sweep_sigma(
     sigmas: Sequence[float] = SWEEP_SIGMAS,
     *,
     denoisers: Mapping[float, nn.Module] | None = None,
+    students: Mapping[float, nn.Module] | None = None,
     human: Mapping[str, float] | None = None,
     n: int = 100,
     alpha: float = 0.001,
@@ -42,11 +44,13 @@ def sweep_sigma(
     batch_size: int = 32,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One summary row per (sigma, plain / denoised): ``sigma``, ``denoiser`` ('none' or
-    'yes'), then the keys of :func:`summarise` (correlations NaN where fewer than 3
-    images, or a constant series, make them undefined).
+    """One summary row per (sigma, plain / denoised / student): ``sigma``, ``denoiser``
+    ('none', 'yes' or 'student'), then the keys of :func:`summarise` (correlations NaN
+    where fewer than 3 images, or a constant series, make them undefined).
 
-    ``denoisers`` maps a sigma of ``sigmas`` to the denoiser trained for it; ``human``
+    ``denoisers`` maps a sigma of ``sigmas`` to the denoiser trained for it; ``students``
+    maps a sigma to a student of ``model`` fine-tuned for it (:mod:`certiqa.training`),
+    smoothed in place of ``model`` and compared with ``model``'s clean scores; ``human``
     maps image names to human scores oriented so that higher is better (the medians
     are negated for a ``lower_better`` model before they are compared)."""
     if not images:
@@ -54,18 +58,21 @@ def sweep_sigma(
     sigmas = [check_positive("sigma", s) for s in sigmas]
     if not sigmas:
         raise ValueError("sweep_sigma needs at least one sigma, got none.")
-    denoisers = dict(denoisers or {})
-    unknown = [s for s in denoisers if not any(math.isclose(s, t) for t in sigmas)]
-    if unknown:
-        raise ValueError(f"denoisers given for sigma {unknown}, which the sweep does not run ({sigmas}); "
-                         "add those sigmas or drop the denoisers.")
+    denoisers, students = dict(denoisers or {}), dict(students or {})
+    for what, given in (("denoisers", denoisers), ("students", students)):
+        unknown = [s for s in given if not any(math.isclose(s, t) for t in sigmas)]
+        if unknown:
+            raise ValueError(f"{what} given for sigma {unknown}, which the sweep does not run ({sigmas}); "
+                             f"add those sigmas or drop the {what}.")
     lower_better = bool(getattr(model, "lower_better", False))
     table = []
     for sigma in sigmas:
-        configs: list[tuple[str, nn.Module | None]] = [("none", None)]
-        configs += [("yes", d) for s, d in denoisers.items() if math.isclose(s, sigma)]
-        for name, denoiser in configs:
-            rows = smoothed_records(model, images, sigma, n, alpha, eps, denoiser=denoiser, seed=seed,
+        configs: list[tuple[str, nn.Module | None, nn.Module | None]] = [("none", None, None)]
+        configs += [("yes", d, None) for s, d in denoisers.items() if math.isclose(s, sigma)]
+        configs += [("student", None, m) for s, m in students.items() if math.isclose(s, sigma)]
+        for name, denoiser, student in configs:
+            rows = smoothed_records(model if student is None else student, images, sigma, n, alpha, eps,
+                                    denoiser=denoiser, reference=None if student is None else model, seed=seed,
                                     batch_size=batch_size, progress=progress, desc=f"sigma {sigma:g} denoiser {name}")
             table.append({"sigma": sigma, "denoiser": name,
                           **summarise(rows, eps, human=human, lower_better=lower_better)})
@@ -118,8 +125,8 @@ def format_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> st
 
 
 def plot_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float], path: str | os.PathLike) -> Path:
-    """Plot SROCC against the clean scores and the mean certified widths over sigma, plain
-    and denoised, to ``path`` (any format matplotlib writes); widths that are not finite
+    """Plot SROCC against the clean scores and the mean certified widths over sigma, plain,
+    denoised and student, to ``path`` (any format matplotlib writes); widths that are not finite
     (nothing certified) are left out. Needs matplotlib."""
     try:
         import matplotlib
@@ -130,11 +137,11 @@ def plot_sweep(table: Sequence[Mapping[str, Any]], eps: Sequence[float], path: s
     except ImportError:
         raise ImportError("plotting the sweep needs matplotlib: pip install matplotlib (or drop --plot).") from None
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, style in (("none", "-o"), ("yes", "--s")):
+    for name, style in (("none", "-o"), ("yes", "--s"), ("student", ":^")):
         rows = [r for r in table if r["denoiser"] == name]
         if not rows:
             continue
-        label = "plain" if name == "none" else "denoised"
+        label = {"none": "plain", "yes": "denoised", "student": "student"}[name]
         left.plot([r["sigma"] for r in rows], [r["srocc"] for r in rows], style, label=label)
         for e in eps:
             right.plot([r["sigma"] for r in rows], [r[f"width_{e:g}"] for r in rows], style, label=f"{label}, eps {e:g}")

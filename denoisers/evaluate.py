@@ -13,6 +13,10 @@ of a manifest:
 - the mean certified width at each eps, from --width-n samples on --width-images images
   evenly spaced in the manifest's order (default: all images with --n samples).
 
+``--student NAME=FILE`` adds a fine-tuned student (``certiqa finetune``) as a configuration:
+the student is smoothed without a denoiser and compared with the --model's (its teacher's)
+clean scores.
+
 With --bootstrap R (default 2000; 0 skips it) it also prints, for every pair of
 configurations, the differences of their SROCC / PLCC raw / KROCC against the clean
 scores with 95 % paired bootstrap intervals over the images (PLCC raw: a logistic fit
@@ -50,6 +54,7 @@ from certiqa.denoisers import load_denoiser  # noqa: E402
 from certiqa.denoisers.evaluation import median_agreement, smoothed_records, summarise  # noqa: E402
 from certiqa.denoisers.training import load_images  # noqa: E402
 from certiqa.model_evaluation import evenly_spaced  # noqa: E402
+from certiqa.models import load_model  # noqa: E402
 from certiqa.options import add_model_arguments, load_model_from_args, require_metadata, resolve_device  # noqa: E402
 from certiqa.sweep import read_human_scores  # noqa: E402
 
@@ -60,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(data / "manifest.csv"), help="manifest CSV (default: %(default)s)")
     add_model_arguments(p, default=f"cnniqa:{data / 'models' / 'cnniqa-live.pt'}", denoiser=False)
     p.add_argument("--denoiser", action="append", default=[], metavar="NAME=PATH", help="a denoiser file to compare")
+    p.add_argument("--student", action="append", default=[], metavar="NAME=FILE",
+                   help="a student model file of the --model (certiqa finetune), scored against its clean scores")
     p.add_argument("--sigma", type=float, default=0.12)
     p.add_argument("--n", type=int, default=1000, help="samples per image for the correlation columns")
     p.add_argument("--width-n", type=int, default=None, help="samples per image for the widths (default: --n)")
@@ -110,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = load_images(args.data, resize=args.resize, min_size=model.min_size)[: args.limit]
         human = read_human_scores(args.data, args.human_include) if args.data.endswith(".csv") else {}
-        configs = [("plain", None)]
-        for item in args.denoiser:
-            name, sep, path = item.partition("=")
-            if not sep or not re.fullmatch(r"[A-Za-z0-9._+-]+", name) or name == "plain":
-                raise ValueError(f"--denoiser takes NAME=PATH with a NAME of letters, digits, . _ + - other than "
-                                 f"'plain', got {item!r}.")
-            configs.append((name, load_denoiser(path, device=device)))
+        configs = [("plain", None, None)]  # (name, denoiser, student)
+        for flag, items in (("--denoiser", args.denoiser), ("--student", args.student)):
+            for item in items:
+                name, sep, path = item.partition("=")
+                if not sep or not re.fullmatch(r"[A-Za-z0-9._+-]+", name) or name in [c[0] for c in configs]:
+                    raise ValueError(f"{flag} takes NAME=PATH with a new NAME of letters, digits, . _ + - other "
+                                     f"than 'plain', got {item!r}.")
+                if flag == "--denoiser":
+                    configs.append((name, load_denoiser(path, device=device), None))
+                else:
+                    configs.append((name, None, load_model(path).to(device)))
         if args.no_plain:
             if len(configs) == 1:
-                raise ValueError("--no-plain leaves nothing to evaluate: add a --denoiser NAME=PATH.")
+                raise ValueError("--no-plain leaves nothing to evaluate: add a --denoiser or --student NAME=PATH.")
             configs = configs[1:]
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"evaluate.py: error: {err}") from None
@@ -132,16 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     separate_widths = width_n != args.n or len(width_images) != len(images) or width_batch_size != args.batch_size
     lower_better = model.lower_better
     summaries, all_rows = [], []
-    for name, den in configs:
+    for name, den, student in configs:
         t0 = time.perf_counter()
 
         def records(subset, n, batch_size):
             cache = Path(args.cache) / name / f"n{n}" if args.cache else None
             if cache is not None and batch_size != args.batch_size:
                 cache = cache.with_name(f"n{n}_b{batch_size}")  # the noise depends on the batch size
-            return smoothed_records(model, subset, args.sigma, n, args.alpha, args.eps, denoiser=den, seed=args.seed,
-                                    batch_size=batch_size, cache_dir=cache, progress=not args.quiet,
-                                    desc=f"{name} n={n}")
+            smoothed_model, reference = (model, None) if student is None else (student, model)
+            return smoothed_records(smoothed_model, subset, args.sigma, n, args.alpha, args.eps, denoiser=den,
+                                    reference=reference, seed=args.seed, batch_size=batch_size, cache_dir=cache,
+                                    progress=not args.quiet, desc=f"{name} n={n}")
 
         rows = records(images, args.n, args.batch_size)
         summary = {"config": name, **summarise(rows, args.eps, ladder_of=ladder_of, human=human, lower_better=lower_better)}
@@ -183,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap:
         print("\nDifferences against the clean scores (95 % paired bootstrap interval over images):\n")
         main_rows = [r for r in all_rows if r["n"] == args.n]
-        by_name = {name: [r["median"] for r in main_rows if r["config"] == name] for name, _ in configs}
+        by_name = {name: [r["median"] for r in main_rows if r["config"] == name] for name, *_ in configs}
         clean = [r["clean"] for r in main_rows if r["config"] == configs[0][0]]
-        for i, (first, _) in enumerate(configs):
-            for second, _ in configs[i + 1:]:
+        for i, (first, *_) in enumerate(configs):
+            for second, *_ in configs[i + 1:]:
                 for label, metric in (("SROCC", metrics.srocc), ("PLCC raw", _plcc_raw), ("KROCC", metrics.krocc)):
                     try:
                         diff, low, high = metrics.paired_difference(

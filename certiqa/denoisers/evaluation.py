@@ -79,6 +79,7 @@ def smoothed_records(
     eps: Sequence[float],
     *,
     denoiser: nn.Module | None = None,
+    reference: nn.Module | None = None,
     seed: int = 0,
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
@@ -88,7 +89,8 @@ def smoothed_records(
     """One row per image: name, score (as given), clean base score, smoothed median and, for
     each eps, the certified width (upper - lower; inf where not certifiable), all from one
     set of ``n`` sorted samples per image (the same order statistics as
-    :meth:`SmoothedIQA.certify`).
+    :meth:`SmoothedIQA.certify`). ``reference``: the model whose score of the clean image is
+    the row's ``clean`` (default ``model``), e.g. the teacher of a fine-tuned student.
 
     With ``cache_dir``, each image's clean score and sorted samples are written there
     (atomically, one file per image name) once drawn and read back on the next call, so a
@@ -100,8 +102,12 @@ def smoothed_records(
     device = smoothed.device_for(images[0].image) if images else torch.device("cpu")
     folder = Path(cache_dir) if cache_dir is not None else None
     if folder is not None:
-        _open_cache(folder, {"sigma": float(sigma), "n": n, "seed": seed, "batch_size": batch_size,
-                             "model": fingerprint(model), "denoiser": fingerprint(denoiser)})
+        settings = {"sigma": float(sigma), "n": n, "seed": seed, "batch_size": batch_size,
+                    "model": fingerprint(model), "denoiser": fingerprint(denoiser)}
+        if reference is not None:
+            settings["reference"] = fingerprint(reference)
+        _open_cache(folder, settings)
+    scorer = (model if reference is None else reference).eval()
     rows = []
     for im in tqdm(images, desc=desc, disable=not progress, dynamic_ncols=True):
         path = _cache_file(folder, im.name) if folder is not None else None
@@ -115,7 +121,7 @@ def smoothed_records(
             x = im.image.unsqueeze(0)
             samples = smoothed.sample(x).cpu()
             with torch.no_grad():
-                clean = float(model.eval()(x.to(device)).reshape(()))
+                clean = float(scorer(x.to(device)).reshape(()))
             if path is not None:
                 tmp = path.with_name(path.name + ".tmp")
                 torch.save({"name": im.name, "shape": list(im.image.shape), "clean": clean, "samples": samples[0].clone()}, tmp)

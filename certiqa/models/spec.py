@@ -91,6 +91,8 @@ class LoadedModel(nn.Module):
         randomized: whether the model has randomness of its own: two calls on the same
             probe batch gave different scores (see :mod:`certiqa.smoothing` for what is
             certified then and how its randomness is seeded).
+        provenance: where a fine-tuned model comes from (the file's ``provenance``
+            metadata: teacher, recipe, ...; ``None`` for other models).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class LoadedModel(nn.Module):
         score_range: tuple[float, float] | None,
         min_size: int,
         randomized: bool = False,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -112,6 +115,7 @@ class LoadedModel(nn.Module):
         self.score_range = score_range
         self.min_size = min_size
         self.randomized = randomized
+        self.provenance = provenance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -228,6 +232,14 @@ def _read_metadata(spec: str, raw: str | bytes) -> dict[str, Any]:
     return meta
 
 
+def _state_metadata(spec: str, state: Any) -> dict[str, Any]:
+    """The ``certiqa`` metadata dict of a state-dict file (a fine-tuned student), else {}."""
+    meta = state.get("certiqa") if isinstance(state, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        raise ModelSpecError(spec, f"the file's 'certiqa' metadata is a {type(meta).__name__}, expected a dict.")
+    return meta or {}
+
+
 def _cnniqa_from_state(spec: str, state: Any, path: Path) -> CNNIQA:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -336,7 +348,7 @@ def _load_file(spec: str, path: Path) -> tuple[Any, dict[str, Any], dict[str, An
         raise ModelSpecError(spec, f"{str(path)!r} is a certiqa denoiser file; pass it with --denoiser, not as the model.")
     keys = state.get("state_dict", state) if isinstance(state, dict) else None
     if isinstance(keys, dict) and {k.removeprefix("module.") for k in keys} == _CNNIQA_KEYS:
-        return _cnniqa_from_state(spec, state, path), {}, {}
+        return _cnniqa_from_state(spec, state, path), _state_metadata(spec, state), {}
     found = sorted(keys)[:6] if isinstance(keys, dict) else type(state).__name__
     raise ModelSpecError(
         spec, f"{str(path)!r} holds tensors that are not a CNNIQA state dict (found {found}); a state dict needs "
@@ -538,7 +550,9 @@ def load_model(
         file = DEFAULT_WEIGHTS
     elif (path := _split_prefix(spec, "cnniqa:")) is not None:
         file = Path(path)
-        model = _cnniqa_from_state(spec, _read_state(spec, file), file)  # LIVE DMOS: lower is better, 0-100
+        state = _read_state(spec, file)
+        model = _cnniqa_from_state(spec, state, file)  # LIVE DMOS: lower is better, 0-100
+        meta = _state_metadata(spec, state)
     elif (text := _split_prefix(spec, "pyiqa:")) is not None:
         model = _load_pyiqa(spec, text)
     elif os.path.isfile(spec):
@@ -559,6 +573,7 @@ def load_model(
         lower_better=_resolve(spec, "lower_better", lower_better, meta, model, hints),
         score_range=_resolve(spec, "score_range", score_range, meta, model, hints),
         min_size=_resolve(spec, "min_size", min_size, meta, model, hints) or 1,
+        provenance=meta.get("provenance"),
     )
     loaded.eval()
     side = max(PROBE_SIZE, loaded.min_size)
