@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from typing import Any, Sequence
@@ -11,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .bounds import DECISIONS, DEFAULT_FUTILITY_ERROR, DEFAULT_GROWTH, DEFAULT_N0, FUTILITY, SPENDING, sequential_looks
+from .bounds import DECISIONS, DEFAULT_SCHEME, FUTILITY, SPENDING, futility_setting, sequential_looks
 from .distributed import join
 from .io import find_images
 from .options import (
@@ -22,7 +23,7 @@ from .options import (
     load_model_from_args,
     resolve_device,
 )
-from .runner import RunRefused, certify_paths, check_output_path, format_table
+from .runner import COLUMNS, RunRefused, certify_paths, check_output_path, format_table
 from .smoothing import SmoothedIQA
 
 __all__ = ["main", "build_parser"]
@@ -51,12 +52,11 @@ def _certify(args: argparse.Namespace) -> int:
     if args.delta is not None and not (math.isfinite(args.delta) and args.delta >= 0):
         raise SystemExit(f"certiqa: error: --delta must be a finite number >= 0, got {args.delta}.")
     sequential = None
-    if args.delta is not None:
-        sequential = {"delta": args.delta, "n0": DEFAULT_N0 if args.n0 is None else args.n0,
-                      "n_max": args.n if args.n_max is None else args.n_max,
-                      "growth": DEFAULT_GROWTH if args.growth is None else args.growth,
-                      "spending": args.spending or "equal", "futility": args.futility or "proof",
-                      "futility_error": DEFAULT_FUTILITY_ERROR if args.futility_error is None else args.futility_error}
+    if args.delta is not None:  # each option left out takes its value in bounds.DEFAULT_SCHEME
+        given = {name: getattr(args, name) for name in ("n0", "growth", "spending", "futility", "futility_error")}
+        scheme = dataclasses.replace(DEFAULT_SCHEME, **{k: v for k, v in given.items() if v is not None})
+        sequential = {"delta": args.delta, "n_max": args.n if args.n_max is None else args.n_max,
+                      **dataclasses.asdict(scheme)}
     try:
         for eps in args.eps if sequential else ():  # refuse a schedule that cannot work before any work
             sequential_looks(sequential["n0"], sequential["n_max"], args.sigma, eps, args.alpha,
@@ -93,21 +93,37 @@ def _certify(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {len(run.rows)} row(s) to {args.out}", file=sys.stderr)
     resumed = f", {run.resumed} image(s) kept from {args.out}" if run.resumed else ""
+    samples = f"n_max={sequential['n_max']}" if sequential else f"n={args.n}"  # the n the rows were made with
     print(
         f"{len(run.rows)} row(s), {run.certified} image(s) {'done' if sequential else 'certified'} now{resumed}, "
         f"{len(run.errors)} failed "
-        f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, n={args.n}, alpha={args.alpha}, "
+        f"(sigma={args.sigma}, eps={' '.join(map(str, args.eps))}, {samples}, alpha={args.alpha}, "
         f"device={device.type}, processes={group.world_size})",
         file=sys.stderr,
     )
     if sequential and run.rows:
         decided = ", ".join(f"{sum(r['decision'] == d for r in run.rows)} {d}" for d in DECISIONS)
         mean = sum(r["n_used"] for r in run.rows) / len(run.rows)
+        futility = futility_setting(sequential["futility"], sequential["futility_error"])
+        futile = "; 'futile' is an estimate with no error bound" if sequential["futility"] == "power" else ""
         print(f"sequential (delta={args.delta}, n0={sequential['n0']}, n_max={sequential['n_max']}, "
               f"growth={sequential['growth']:g}, spending={sequential['spending']}, "
-              f"futility={sequential['futility']}): {decided}; "
-              f"mean samples per image and radius {mean:g}", file=sys.stderr)
+              f"futility={futility}): {decided}; "
+              f"mean samples per image and radius {mean:g}{futile}", file=sys.stderr)
     return run.exit_status
+
+
+class _PrintColumns(argparse.Action):
+    """``--columns``: print each output column with its meaning (certiqa.runner.COLUMNS) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        width = max(map(len, COLUMNS))
+        print("\n".join(f"{name.ljust(width)}  {meaning}" for name, meaning in COLUMNS.items()))
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,38 +133,65 @@ def build_parser() -> argparse.ArgumentParser:
     cert = sub.add_parser(
         "certify",
         help="certified score intervals for image files",
-        description="Median-smoothed scores and certified intervals under l2 perturbations of norm <= eps.",
+        description="Median-smoothed scores and certified intervals under l2 perturbations of norm <= eps. "
+                    "Choose the model with --model SPEC (without it, the embedded default model; --weights FILE "
+                    "is short for --model cnniqa:FILE). eps and sigma are in pixel units with pixels in [0, 1]: "
+                    "eps bounds the l2 norm of the whole perturbation (all pixels and channels), sigma is the "
+                    "standard deviation of the noise added to each pixel. The table starts with the model's scale "
+                    "and direction; a row that is not certified says why.",
     )
     cert.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    cert.add_argument("--columns", action=_PrintColumns,
+                      help="print each column of the results (table and --out file) with its meaning, and exit")
     add_model_arguments(cert)
-    cert.add_argument("--sigma", type=float, default=0.12, help="noise level in [0, 1] pixel units (0.12)")
-    cert.add_argument("--eps", type=float, nargs="+", default=[0.05],
-                      help="l2 radius (or radii, one sample set serves all) to certify (0.05)")
-    cert.add_argument("-n", "--n", type=int, default=1000,
-                      help="noise samples per image (1000); under torchrun write -n (torchrun takes --n as its own)")
-    cert.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
-    cert.add_argument("--batch-size", type=int, default=32, help="noisy images per forward pass (32)")
-    cert.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
-    add_run_arguments(cert)
-    cert.add_argument("--quiet", action="store_true", help="no progress bar")
-    cert.add_argument("--delta", type=float, default=None,
-                      help="certify sequentially: decide per image whether the score stays within +-delta, with "
-                           "as few samples as that needs; adds decision and n_used columns")
-    cert.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (-n)")
-    cert.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({DEFAULT_N0})")
-    cert.add_argument("--growth", type=float, default=None,
-                      help=f"with --delta: ratio of successive looks' samples ({DEFAULT_GROWTH:g}: n0, 2 n0, 4 n0, ...)")
-    cert.add_argument("--spending", choices=SPENDING, default=None,
-                      help="with --delta: how alpha is spread over the looks (equal, the default; decreasing; "
-                           "final: half to the last look)")
-    cert.add_argument("--futility", choices=FUTILITY, default=None,
-                      help="with --delta: stop an image early when it is proven not certifiable (proof, the default), "
-                           "or when the fixed-n certificate at n_max would not certify it either (prediction: "
-                           "decision 'futile', wrong with probability <= --futility-error; power: 'futile' when the "
-                           "estimated chance that n_max samples certify is below --futility-error, no error bound, "
-                           "fewest samples: use it with --n0 32 --growth 1.25 --spending final)")
-    cert.add_argument("--futility-error", type=float, default=None,
-                      help=f"with --futility prediction or power: that probability per image ({DEFAULT_FUTILITY_ERROR})")
+    smoothing = cert.add_argument_group("certification")
+    smoothing.add_argument("--sigma", type=float, default=0.12,
+                           help="standard deviation of the Gaussian noise added to each pixel, pixels in [0, 1] "
+                                "(0.12)")
+    smoothing.add_argument("--eps", type=float, nargs="+", default=[0.05],
+                           help="radius (or radii; one sample set serves all): the l2 norm of the whole "
+                                "perturbation, pixels in [0, 1] (0.05: on a 512x384 RGB image, 0.017 of an 8-bit level "
+                                "on every value at once, or 12.75 levels on one value)")
+    smoothing.add_argument("-n", "--n", type=int, default=1000,
+                           help="noise samples per image (1000); under torchrun write -n (torchrun takes --n as "
+                                "its own)")
+    smoothing.add_argument("--alpha", type=float, default=0.001,
+                           help="probability that a certificate is wrong, over the noise (0.001)")
+    smoothing.add_argument("--batch-size", type=int, default=32,
+                           help="noisy images per forward pass (32): memory, not results (the noise, and so the "
+                                "results with --seed, depend on it; larger images get a smaller batch, see "
+                                "--max-noise-mb)")
+    smoothing.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
+    output = cert.add_argument_group("output")
+    add_run_arguments(output)
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    scheme = DEFAULT_SCHEME
+    seq = cert.add_argument_group(
+        "sequential certification",
+        "--delta D alone runs the scheme that measured the fewest samples with at most 5 % of decisions "
+        f"differing from fixed n (n0 {scheme.n0}, growth {scheme.growth:g}, {scheme.spending} spending, "
+        f"{scheme.futility} futility {scheme.futility_error:g}): its 'futile' is an estimate with no error bound. "
+        "--futility proof stops an image only where it is proven not certifiable (within alpha).")
+    seq.add_argument("--delta", type=float, default=None, metavar="D",
+                     help="certify sequentially: decide per image whether the score stays within +-delta (model "
+                          "units), with as few samples as that needs; adds decision and n_used columns")
+    seq.add_argument("--n-max", type=int, default=None, help="with --delta: samples of the last look (-n)")
+    seq.add_argument("--n0", type=int, default=None, help=f"with --delta: samples of the first look ({scheme.n0})")
+    seq.add_argument("--growth", type=float, default=None,
+                     help=f"with --delta: ratio of successive looks' samples ({scheme.growth:g}: n0, "
+                          f"{scheme.growth:g} n0, ...)")
+    seq.add_argument("--spending", choices=SPENDING, default=None,
+                     help=f"with --delta: how alpha is spread over the looks ({scheme.spending}; final: half "
+                          "to the last look, the rest in equal parts)")
+    seq.add_argument("--futility", choices=FUTILITY, default=None,
+                     help="with --delta: when to stop an image that will not certify. power (the default): "
+                          "'futile' when the estimated chance that n_max samples certify is below "
+                          "--futility-error; fewest samples, no error bound. proof: 'not certifiable', proven "
+                          "within alpha. prediction: 'futile' when the fixed-n certificate at n_max would not "
+                          "certify either, wrong with probability <= --futility-error")
+    seq.add_argument("--futility-error", type=float, default=None,
+                     help=f"with --futility prediction or power: that probability per image "
+                          f"({scheme.futility_error:g})")
     cert.set_defaults(func=_certify)
     return parser
 
