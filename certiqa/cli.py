@@ -46,7 +46,7 @@ def _certify(args: argparse.Namespace) -> int:
     if args.delta is None and any(option is not None for option in sequential_options):
         raise SystemExit("certiqa: error: --n-max, --n0, --growth, --spending, --futility and --futility-error need "
                          "--delta (they set up sequential certification).")
-    if args.futility_error is not None and args.futility not in ("prediction", "power"):
+    if args.futility_error is not None and (args.futility or DEFAULT_SCHEME.futility) == "proof":
         raise SystemExit("certiqa: error: --futility-error needs --futility prediction or power "
                          "(the proof test spends alpha).")
     if args.delta is not None and not (math.isfinite(args.delta) and args.delta >= 0):
@@ -158,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     smoothing.add_argument("--alpha", type=float, default=0.001,
                            help="probability that a certificate is wrong, over the noise (0.001)")
     smoothing.add_argument("--batch-size", type=int, default=32,
-                           help="noisy images per forward pass (32): memory, not results (the noise, and so the "
-                                "results with --seed, depend on it; larger images get a smaller batch, see "
-                                "--max-noise-mb)")
+                           help="noisy images per forward pass (32): it bounds memory; not a tuned optimum (on a "
+                                "CPU the convolutions cost the same whatever the batch). With --seed the noise "
+                                "depends on it (column batch_size); large images get a smaller one (--max-noise-mb)")
     smoothing.add_argument("--seed", type=int, default=None, help="seed for reproducible noise")
     output = cert.add_argument_group("output")
     add_run_arguments(output)

@@ -859,6 +859,9 @@ def test_cli_delta_alone_runs_the_default_scheme(small_image, tmp_path, capsys):
     assert (row["n0"], row["growth"], row["spending"], row["futility"]) == ("32", "1.25", "final", "proof")
     assert row["decision"] in ("certified", "not certifiable", "undecided")
     assert "no error bound" not in capsys.readouterr().err
+    assert main(args + ["--futility-error", "0.02"]) == 0  # the default test takes its threshold
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["futility"] == "power 0.02"
 
 
 @pytest.mark.parametrize(
@@ -870,7 +873,8 @@ def test_cli_delta_alone_runs_the_default_scheme(small_image, tmp_path, capsys):
         (["--spending", "final"], "need --delta"),
         (["--delta", "1", "--growth", "1"], "growth .* must be a finite number > 1, got 1.0"),
         (["--futility", "prediction"], "need --delta"),
-        (["--delta", "1", "--futility-error", "0.1"], "--futility-error needs --futility prediction or power"),
+        (["--delta", "1", "--futility", "proof", "--futility-error", "0.1"],
+         "--futility-error needs --futility prediction or power"),
         (["--delta", "1", "--futility", "prediction", "--futility-error", "1.5"], "futility_error must lie strictly between 0 and 1"),
         (["--delta", "-1"], "--delta must be a finite number >= 0, got -1.0"),
         (["--delta", "1", "--n0", "4"], "n0=4 samples cannot certify"),
