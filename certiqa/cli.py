@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"with --delta: how alpha is spread over the looks ({scheme.spending}; final: half "
                           "to the last look, the rest in equal parts)")
     seq.add_argument("--futility", choices=FUTILITY, default=None,
-                     help="with --delta: when to stop an image that will not certify. power (the default): "
+                     help=f"with --delta: when to stop an image that will not certify ({scheme.futility}). power: "
                           "'futile' when the estimated chance that n_max samples certify is below "
                           "--futility-error; fewest samples, no error bound. proof: 'not certifiable', proven "
                           "within alpha. prediction: 'futile' when the fixed-n certificate at n_max would not "
