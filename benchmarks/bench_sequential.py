@@ -21,7 +21,8 @@ Smoke setting:
    ``certiqa.bounds.sequential_decisions`` on the recorded draws (look j reads the first n_j of
    them): each spending schedule with the "not certifiable" test, then equal spending with the
    "futile" tests (``futility="prediction"`` / ``"power"``, --futility-error), then "power-fine"
-   (n0 32, growth 1.25, final spending, power test).
+   (n0 32, growth 1.25, final spending, power test: the defaults, ``bounds.DEFAULT_SCHEME``) and
+   "proof-fine" (the same looks with the proof test: ``certiqa certify --delta D --futility proof``).
 4. live (unless --skip-live): ``SmoothedIQA.certify_sequential`` on every image with the same
    seed and the scheme --live-scheme (default "equal"), timed. With --batch-size dividing n0 and
    every look's increment, each look's extra samples fill the noise buffer in the same chunks as
@@ -57,11 +58,16 @@ from certiqa.io import read_image  # noqa: E402
 from certiqa.options import add_model_arguments, load_denoiser_from_args, load_model_from_args, model_spec  # noqa: E402
 
 
-# the replayed schemes: (name, alpha spending, futility test, n0 (None: --n0), growth of the looks)
-SCHEMES = [(s, s, "proof", None, bounds.DEFAULT_GROWTH) for s in bounds.SPENDING] + [
-    ("prediction", "equal", "prediction", None, bounds.DEFAULT_GROWTH),
-    ("power", "equal", "power", None, bounds.DEFAULT_GROWTH),
-    ("power-fine", "final", "power", 32, 1.25),  # chosen on the 96 px draws (README)
+# the replayed schemes: (name, alpha spending, futility test, n0 (None: --n0), growth of the looks); the
+# doubling looks of the first ones, then "power-fine", the defaults of certify_sequential and
+# `certiqa certify --delta` (bounds.DEFAULT_SCHEME, chosen on the 96 px draws), and the same looks
+# with the proof test ("proof-fine", what `--futility proof` runs)
+_FINE = bounds.DEFAULT_SCHEME
+SCHEMES = [(s, s, "proof", None, 2.0) for s in bounds.SPENDING] + [
+    ("prediction", "equal", "prediction", None, 2.0),
+    ("power", "equal", "power", None, 2.0),
+    ("power-fine", _FINE.spending, _FINE.futility, _FINE.n0, _FINE.growth),
+    ("proof-fine", _FINE.spending, "proof", _FINE.n0, _FINE.growth),
 ]
 
 
@@ -99,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="where the fixed-n draws go (default: runs/bench_sequential/SETTING)")
     p.add_argument("--out", default=None, help="per-image CSV of both procedures")
-    p.add_argument("--futility-error", type=float, default=bounds.DEFAULT_FUTILITY_ERROR,
+    p.add_argument("--futility-error", type=float, default=bounds.DEFAULT_SCHEME.futility_error,
                    help="error of the prediction test, threshold of the power test (default: %(default)s)")
     p.add_argument("--sweep", action="store_true",
                    help="also a table over deltas (10 %% to 90 %% certified at fixed n), n0 and spending (replays)")

@@ -48,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", type=Path, help="image folder or manifest CSV (file[, score, ...] columns)")
     add_model_arguments(p, denoiser=False)
-    p.add_argument("--sigma", type=float, nargs="+", default=list(SWEEP_SIGMAS))
+    p.add_argument("--sigma", type=float, nargs="+", default=list(SWEEP_SIGMAS),
+                   help="noise levels to compare, pixels in [0, 1] (default: %(default)s, doubling steps through the "
+                        "sigmas of the shipped denoisers: a grid to choose from, not a measured best)")
     p.add_argument("--denoiser", action="append", default=[], metavar="SIGMA=FILE|pretrained",
                    help="denoiser file for one sigma (repeat for others); 'pretrained': the default model's "
                         "shipped ones")
     p.add_argument("--student", action="append", default=[], metavar="SIGMA=FILE",
                    help="a student of the model fine-tuned for one sigma (certiqa finetune); repeat for others")
-    p.add_argument("--n", type=int, default=100, help="noise samples per image (default %(default)s)")
+    p.add_argument("--n", type=int, default=100,
+                   help="noise samples per image (default %(default)s: a screening budget; certify the chosen sigma "
+                        "with certiqa certify, n 1000, whose intervals are narrower)")
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1])
     p.add_argument("--include", nargs="*", default=[], help="keep only files whose path contains one of these")

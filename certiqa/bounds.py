@@ -48,11 +48,12 @@ __all__ = [
     "DECISIONS",
     "SPENDING",
     "FUTILITY",
-    "DEFAULT_N0",
+    "SequentialScheme",
+    "DEFAULT_SCHEME",
     "FUTILITY_SHARE",
-    "DEFAULT_FUTILITY_ERROR",
-    "DEFAULT_GROWTH",
     "FINAL_SHARE",
+    "fixed_n_reason",
+    "decision_reason",
     "POWER_DRAWS",
     "inner_ranks",
     "prediction_levels",
@@ -120,6 +121,29 @@ def bound_ranks(
     k_lower = int(ks[lower_ok][-1]) if lower_ok.any() else None
     k_upper = int(ks[upper_ok][0]) if upper_ok.any() else None
     return k_lower, k_upper
+
+
+def fixed_n_reason(n: int, sigma: float, eps: float, alpha: float) -> str | None:
+    """Why the fixed-n certificate (:func:`bound_ranks`) certifies nothing at these settings;
+    None where it certifies (then both sides are finite, whatever the samples).
+
+    ``"n too small for alpha"`` where even eps = 0 has no rank (n < log2(2 / alpha)), with
+    the n needed; otherwise ``"eps too large for sigma and n"``, with the largest radius n
+    samples certify at sigma: sigma * Phi^-1((alpha / 2)^(1 / n)), from
+    P[Binomial(n, p_lower) >= 1] >= 1 - alpha / 2.
+    """
+    if None not in bound_ranks(n, sigma, eps, alpha):
+        return None
+    if None in bound_ranks(n, sigma, 0.0, alpha):
+        needed = int(n) + 1
+        while None in bound_ranks(needed, sigma, 0.0, alpha):
+            needed += 1
+        return f"n too small for alpha (n >= {needed} needed at alpha {alpha:g})"
+    largest = sigma * float(norm.ppf((alpha / 2.0) ** (1.0 / n)))
+    if largest > 0:  # shown rounded down to 3 significant digits, so the figure shown certifies
+        scale = 10.0 ** (2 - math.floor(math.log10(largest)))
+        largest = math.floor(largest * scale) / scale
+    return f"eps too large for sigma and n (at most {largest:g} at sigma {sigma:g}, n {n})"
 
 
 def dkw_epsilon(n: int, alpha: float) -> float:
@@ -197,7 +221,7 @@ def inward_interval(center: float, delta: float) -> tuple[float, float]:
 #
 # A group-sequential scheme over the exact binomial ranks above. Samples of one image
 # are an i.i.d. stream y_1, y_2, ... of f(x + G); look j reads its first n_j values
-# (n_j = ceil(n0 * g^j), g = 2 by default, the last look n_max) and spends alpha_j of the
+# (n_j = ceil(n0 * g^j), the last look n_max) and spends alpha_j of the
 # budget alpha, with sum_j alpha_j <= alpha. At look j every statement below holds with
 # probability >= 1 - alpha_j, so by the union bound every statement of every look holds at
 # once with probability >= 1 - alpha. On that event whatever the procedure reports at the
@@ -211,12 +235,33 @@ UNDECIDED = "undecided"
 DECISIONS = (CERTIFIED, NOT_CERTIFIABLE, FUTILE, UNDECIDED)
 SPENDING = ("equal", "decreasing", "final")
 FUTILITY = ("proof", "prediction", "power")
-DEFAULT_N0 = 64  # samples of the first look
-DEFAULT_GROWTH = 2.0  # n_{j+1} / n_j
 FUTILITY_SHARE = 0.5  # part of a look's alpha given to the "not certifiable" test where it can fire
 FINAL_SHARE = 0.5  # spending="final": part of alpha kept for the last look (n_max)
-DEFAULT_FUTILITY_ERROR = 0.05  # futility="prediction" / "power": see sequential_looks
 POWER_DRAWS = 200  # futility="power": predictive draws per image and look
+
+
+@dataclass(frozen=True)
+class SequentialScheme:
+    """How a sequential certification looks and stops (all but delta and n_max): the one
+    place of the defaults of ``certify_sequential``, ``certify_paths`` and ``certiqa certify --delta``.
+
+    The defaults are the scheme that measured the fewest samples with at most 5 % of the
+    decisions differing from fixed n (docs/sequential-defaults.md): first look n0 = 32
+    samples, looks growing by 1.25, half of alpha kept for the last look ("final"), and the
+    "power" futility test at 0.05, whose "futile" is an estimate with no error bound (the
+    certificates keep their guarantee). ``futility="proof"`` stops an image only where it is
+    proven not certifiable (within alpha); ``"prediction"`` bounds the chance that "futile"
+    is wrong by ``futility_error``. Arguments: :func:`sequential_looks`.
+    """
+
+    n0: int = 32
+    growth: float = 1.25
+    spending: str = "final"
+    futility: str = "power"
+    futility_error: float = 0.05
+
+
+DEFAULT_SCHEME = SequentialScheme()
 
 
 def inner_ranks(
@@ -295,6 +340,27 @@ def futility_setting(futility: str, futility_error: float) -> str:
     return futility if futility == "proof" else f"{futility} {futility_error:g}"
 
 
+def decision_reason(decision: str, futility: str, futility_error: float) -> str | None:
+    """What a sequential decision means, for result tables; None for "certified".
+
+    "futile" says whether it has an error bound: with ``futility="prediction"`` the chance
+    that fixed n would have certified is <= ``futility_error``; with ``"power"`` there is none.
+    """
+    if decision == CERTIFIED:
+        return None
+    if decision == NOT_CERTIFIABLE:
+        return "not certifiable: proven to move more than +-delta within eps (no n certifies it)"
+    if decision == UNDECIDED:
+        return "undecided: neither certified nor ruled out at n_max (raise n_max or delta)"
+    if decision != FUTILE:
+        raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}.")
+    if futility == "prediction":
+        return f"futile: n_max samples would not certify (wrong with probability <= {futility_error:g})"
+    if futility == "power":
+        return f"futile: n_max samples estimated to certify with probability < {futility_error:g} (no error bound)"
+    raise ValueError(f"a futile decision needs futility 'prediction' or 'power', got {futility!r}.")
+
+
 def conditional_power(
     sorted_samples: np.ndarray, n_final: int, k_lower: int, k_upper: int, delta: float, draws: int = POWER_DRAWS
 ) -> np.ndarray:
@@ -334,10 +400,10 @@ def conditional_power(
     return out
 
 
-def look_sizes(n0: int, n_max: int, growth: float = DEFAULT_GROWTH) -> tuple[int, ...]:
+def look_sizes(n0: int, n_max: int, growth: float = DEFAULT_SCHEME.growth) -> tuple[int, ...]:
     """Sample counts of the looks: the distinct ceil(n0 g^j), j = 0, 1, ..., below n_max, then n_max.
 
-    ``look_sizes(64, 1000) == (64, 128, 256, 512, 1000)``; ``look_sizes(n, n) == (n,)``;
+    ``look_sizes(64, 1000, 2) == (64, 128, 256, 512, 1000)``; ``look_sizes(n, n) == (n,)``;
     ``look_sizes(32, 100, 1.25) == (32, 40, 50, 63, 79, 98, 100)``.
     """
     n0 = check_int("n0 (the samples of the first look)", n0)
@@ -439,10 +505,10 @@ def sequential_looks(
     sigma: float,
     eps: float,
     alpha: float,
-    spending: str = "equal",
-    futility: str = "proof",
-    futility_error: float = DEFAULT_FUTILITY_ERROR,
-    growth: float = DEFAULT_GROWTH,
+    spending: str = DEFAULT_SCHEME.spending,
+    futility: str = DEFAULT_SCHEME.futility,
+    futility_error: float = DEFAULT_SCHEME.futility_error,
+    growth: float = DEFAULT_SCHEME.growth,
 ) -> tuple[Look, ...]:
     """The looks of a sequential certification of h_0.5 within radius eps, all fixed in advance.
 

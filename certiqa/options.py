@@ -159,10 +159,13 @@ def describe_model(source: LoadedModel | argparse.Namespace | str) -> dict[str, 
     return described
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a certification run's output (shared with certify/certify_set.py)."""
+def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The options of a certification run's output (shared with certify/certify_set.py), on a
+    parser or one of its argument groups."""
     parser.add_argument("--out", metavar="FILE",
-                        help="results file: .csv or .jsonl (rows written as each image is done) or .json (at the end)")
+                        help="results file: .csv or .jsonl (rows written as each image is done) or .json (at the "
+                             "end); an existing file is refused unless --resume (keep its images, certify the "
+                             "rest) or --overwrite (replace it). Columns: certiqa certify --columns")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already in --out (same settings required) and certify the rest")
     parser.add_argument("--overwrite", action="store_true",

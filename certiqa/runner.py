@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import errno
 import io
 import json
@@ -78,6 +79,9 @@ __all__ = [
     "flatness_warning",
     "range_warning",
     "format_table",
+    "model_line",
+    "row_reason",
+    "COLUMNS",
     "summarize_by_eps",
     "RESULT_COLUMNS",
     "SEQUENTIAL_COLUMNS",
@@ -94,15 +98,68 @@ __all__ = [
 ]
 
 RESULT_COLUMNS = (
-    "path", "median", "lower", "upper", "width", "certified", "eps", "sigma", "n", "alpha", "precision", "seconds",
-    "clean", "shift", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "resized_from", "frames",
-    "image_sha256",
+    "path", "median", "lower", "upper", "width", "certified", "reason", "eps", "sigma", "n", "alpha", "precision",
+    "seconds", "clean", "shift", "seed", "resize", "batch_size", "requested_batch", "max_noise_bytes", "resized_from",
+    "frames", "image_sha256",
 )
 SEQUENTIAL_COLUMNS = ("decision", "delta", "n0", "growth", "spending", "futility", "n_used")
 ENVIRONMENT_COLUMNS = ("device", "torch", "certiqa")
 # With a family level: the level asked for and the number of images it is spread over
 # (alpha = family_alpha / family_size); compared on resume like the settings.
 FAMILY_COLUMNS = ("family_alpha", "family_size")
+# What each column of a results file means, in file order (``certiqa certify --columns`` prints it;
+# the provenance columns are those of certiqa.options.describe_models).
+COLUMNS = {
+    "path": "the image file, as given",
+    "median": "smoothed score: the median of the model's scores of n noisy copies (model units)",
+    "lower": "certified lower bound of the smoothed score under every l2 perturbation of norm <= eps "
+             "(-inf: not certified)",
+    "upper": "certified upper bound, likewise (+inf: not certified)",
+    "width": "upper - lower (model units)",
+    "certified": "True where both bounds are finite (with --delta: where the decision is 'certified')",
+    "reason": "why a row is not certified (empty where it is): n too small for alpha, eps too large for sigma "
+              "and n, or, with --delta, what its decision means",
+    "eps": "radius: l2 norm of the whole perturbation, pixels in [0, 1]",
+    "sigma": "noise standard deviation, pixels in [0, 1]",
+    "n": "noise samples per image (with --delta: n_max, the samples of the last look)",
+    "alpha": "probability that a certificate is wrong (over the noise); with --family-alpha, family_alpha / "
+             "family_size",
+    "precision": "the arithmetic of model and denoiser: fp32, or bf16 / fp16 under torch.autocast (the "
+                 "certificates are those of that model)",
+    "seconds": "time spent on the image (every radius)",
+    "clean": "the model's score of the image itself (no noise, no denoiser)",
+    "shift": "median - clean: how far smoothing moves the score",
+    "seed": "noise seed (empty: fresh noise); with the image's SHA-256 it seeds the image",
+    "resize": "the images' shorter side when resized (empty: full size)",
+    "batch_size": "noisy images per forward pass for this image (lowered for large images)",
+    "requested_batch": "--batch-size as given (the noise depends on it; compared on resume)",
+    "max_noise_bytes": "--max-noise-mb in bytes (it lowers the batch of large images; compared on resume)",
+    "resized_from": "the original size WxH where the image was resized",
+    "frames": "frames in the file (only the first is certified)",
+    "image_sha256": "SHA-256 of the image file",
+    "decision": "with --delta: certified, not certifiable (proven), futile (stopped early) or undecided",
+    "delta": "with --delta: the certified half-width asked for, model units",
+    "n0": "with --delta: samples of the first look",
+    "growth": "with --delta: ratio of successive looks' samples",
+    "spending": "with --delta: how alpha is spread over the looks (equal, decreasing, final)",
+    "futility": "with --delta: the early-stop test: proof, 'prediction E' (error <= E) or 'power E' "
+                "(no error bound)",
+    "n_used": "with --delta: samples the image used",
+    "family_alpha": "with --family-alpha: probability that any of the run's certificates is wrong",
+    "family_size": "with --family-alpha: the number of images the family level is spread over",
+    "model": "the model spec",
+    "model_sha256": "SHA-256 of the model's file (empty for factories and pyiqa metrics)",
+    "lower_better": "True when a lower score means better quality",
+    "score_range": "nominal [lo, hi] of the model's scores",
+    "randomized": "True when the model scored one input differently on two calls (its randomness is then seeded "
+                  "per image)",
+    "model_provenance": "for a fine-tuned student (certiqa finetune): its teacher, sigma, recipe and seed, as JSON",
+    "denoiser": "the denoiser put before the model inside the smoothing (empty: none)",
+    "denoiser_sha256": "SHA-256 of the denoiser's file",
+    "device": "where the noise was drawn and the model ran (cpu, cuda:K)",
+    "torch": "torch version",
+    "certiqa": "certiqa version",
+}
 # Compared on resume, with every key of the caller's provenance and the radii.
 SETTING_COLUMNS = ("sigma", "n", "alpha", "precision", "seed", "resize", "requested_batch", "max_noise_bytes")
 # A setting's value in rows written before its column existed (missing or empty there).
@@ -218,7 +275,8 @@ def certify_paths(
         progress: show a progress bar (rank 0 only).
         log: where messages go (default: stderr, above the progress bar).
         sequential: ``{"delta": D, "n0": N0, "n_max": N}`` (optionally ``"growth"``, ``"spending"``,
-            ``"futility"`` and ``"futility_error"``) to certify each radius sequentially instead
+            ``"futility"`` and ``"futility_error"``; the others are those of
+            :data:`certiqa.bounds.DEFAULT_SCHEME`) to certify each radius sequentially instead
             (:meth:`SmoothedIQA.certify_sequential`, its own samples per radius); rows add
             :data:`SEQUENTIAL_COLUMNS` and ``n`` is n_max.
         family_alpha: a family level A: each image is certified at alpha = A / N, N being the
@@ -240,9 +298,7 @@ def certify_paths(
         smoothed, list(paths), radii, out=out, provenance=dict(provenance or {}), extra=extra or {}, resume=resume,
         overwrite=overwrite, min_size=min_size, resize=resize, max_noise_bytes=max_noise_bytes, group=group or Group(),
         progress=progress, log=log or _stderr, family_alpha=family_alpha,
-        sequential={"growth": bounds.DEFAULT_GROWTH, "spending": "equal", "futility": "proof",
-                    "futility_error": bounds.DEFAULT_FUTILITY_ERROR, **sequential}
-        if sequential else None,
+        sequential={**dataclasses.asdict(bounds.DEFAULT_SCHEME), **sequential} if sequential else None,
     ).run()
 
 
@@ -524,6 +580,7 @@ class _Run:
                 frames=loaded.frames,
                 image_sha256=digest,
             )
+            row["reason"] = row_reason(row)
             row.update(self.extra.get(path, {}))
             row.update(self.environment)
             rows.append({column: row.get(column) for column in self.columns})
@@ -691,6 +748,9 @@ class _Run:
         differences: dict[str, set[str]] = {}
         for kind, source in sources:
             rows = _read_rows(source, kind)
+            for row in rows:  # files written before the reason column: the reason is derived from the row
+                if "reason" not in row:
+                    row["reason"] = row_reason(row)
             if kind == "csv":  # a cell that reads as this run's setting gets the setting's value (and type)
                 for row in rows:
                     row.update({k: v for k, v in self.settings.items()
@@ -1021,9 +1081,50 @@ def summarize_by_eps(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def row_reason(row: Mapping[str, Any]) -> str | None:
+    """Why a result row is not certified (the ``reason`` column); None where it is certified,
+    or where the row lacks what the reason is read from.
+
+    Fixed n: :func:`certiqa.bounds.fixed_n_reason` of the row's n, sigma, eps and alpha. With
+    ``--delta``: :func:`certiqa.bounds.decision_reason` of its decision and futility test."""
+    if row.get("certified") is True:
+        return None
+    try:
+        if row.get("decision"):
+            futility, _, error = str(row.get("futility") or "proof").partition(" ")
+            return bounds.decision_reason(str(row["decision"]), futility, float(error) if error else 0.0)
+        return bounds.fixed_n_reason(int(row["n"]), float(row["sigma"]), float(row["eps"]), float(row["alpha"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def model_line(row: Mapping[str, Any]) -> str | None:
+    """``"model: SPEC (scores LO-HI, lower is better)"`` from a row's provenance columns
+    (``model``, ``denoiser``, ``score_range``, ``lower_better``); None without a model."""
+    if not row.get("model"):
+        return None
+    score_range, lower_better = row.get("score_range"), row.get("lower_better")
+    if isinstance(score_range, str):  # read back from CSV
+        try:
+            score_range = json.loads(score_range)
+        except json.JSONDecodeError:
+            score_range = None
+    if isinstance(lower_better, str):
+        lower_better = {"True": True, "False": False}.get(lower_better)
+    scale = (f"scores {score_range[0]:g}-{score_range[1]:g}" if isinstance(score_range, list) and len(score_range) == 2
+             else "score range unknown")
+    direction = {True: "lower is better", False: "higher is better"}.get(lower_better, "direction unknown")
+    denoiser = f" + denoiser {row['denoiser']}" if row.get("denoiser") else ""
+    return f"model: {row['model']}{denoiser} ({scale}, {direction})"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width terminal table: path, eps, median, lower, upper, width, certified, clean."""
-    header = ("path", "eps", "median", "lower", "upper", "width", "certified", "clean")
+    """A fixed-width terminal table: path, eps, median, lower, upper, width, certified, clean
+    (and n_used with --delta) and the reason a row is not certified, under the model line
+    (:func:`model_line`) of the first row."""
+    sequential = any(r.get("n_used") is not None for r in rows)
+    header = ("path", "eps", "median", "lower", "upper", "width", "certified", "clean",
+              *(("n_used",) if sequential else ()), "reason")
     body = [
         (
             str(r["path"]),
@@ -1034,11 +1135,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['width']:.4f}",
             "yes" if r["certified"] else "no",
             "-" if r.get("clean") is None else f"{r['clean']:.4f}",
+            *((str(r.get("n_used", "-")),) if sequential else ()),
+            r.get("reason") or "",
         )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(cell.ljust(w) if i in (0, len(header) - 1) else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
              for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    model = model_line(rows[0]) if rows else None
+    return "\n".join([model, *lines] if model else lines)

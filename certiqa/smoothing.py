@@ -135,7 +135,7 @@ class SequentialCertificate:
     spending: str
     futility: str = "proof"
     futility_error: float = 0.0
-    growth: float = bounds.DEFAULT_GROWTH
+    growth: float = bounds.DEFAULT_SCHEME.growth
 
     @property
     def futility_setting(self) -> str:
@@ -515,18 +515,18 @@ class SmoothedIQA:
         eps: float,
         delta: float,
         *,
-        n0: int = bounds.DEFAULT_N0,
+        n0: int = bounds.DEFAULT_SCHEME.n0,
         n_max: int | None = None,
-        spending: str = "equal",
-        futility: str = "proof",
-        futility_error: float = bounds.DEFAULT_FUTILITY_ERROR,
-        growth: float = bounds.DEFAULT_GROWTH,
+        spending: str = bounds.DEFAULT_SCHEME.spending,
+        futility: str = bounds.DEFAULT_SCHEME.futility,
+        futility_error: float = bounds.DEFAULT_SCHEME.futility_error,
+        growth: float = bounds.DEFAULT_SCHEME.growth,
         seed: int | Sequence[int] | None = None,
     ) -> SequentialCertificate:
         """Certify each image with as few samples as its decision needs (group-sequential).
 
         Decides, per image, whether the smoothed score stays within ``delta`` of the
-        reported median for every ||d||_2 <= eps. Looks at n0, 2 n0, 4 n0, ... samples
+        reported median for every ||d||_2 <= eps. Looks at n0, g n0, g^2 n0, ... samples
         (``growth`` g: the distinct ceil(n0 g^j)), then n_max (default ``self.n``); at each
         look an image is "certified" when its interval lies within [median - delta,
         median + delta], "not certifiable" when a lower confidence bound on
@@ -540,8 +540,10 @@ class SmoothedIQA:
         ``futility="power"`` stops an image as "futile" when the predictive probability that
         n_max samples would certify it (:func:`certiqa.bounds.conditional_power`) falls below
         ``futility_error``: no error bound, but it stops images close to delta that the
-        other tests cannot; with ``n0=32, growth=1.25, spending="final"`` it is the
-        measured fastest setting (README, "Sequential certification").
+        other tests cannot. The defaults (:data:`certiqa.bounds.DEFAULT_SCHEME`: n0 32,
+        growth 1.25, final spending, power futility 0.05) are the measured fastest scheme
+        with at most 5 % of decisions differing from fixed n; ``futility="proof"`` is the one
+        whose every stop carries the alpha guarantee.
 
         Guarantee (per image): with probability >= 1 - alpha over the noise, the
         statements of every look hold at once, so the reported ``lower <= h_0.5(x + d)

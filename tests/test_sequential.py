@@ -32,6 +32,11 @@ mpmath.mp.dps = 40
 LEVEL = 1e-3  # false-alarm probability of every binomial check below
 
 
+# The scheme most tests here were written for: looks doubling from n0, alpha spent equally, and the
+# "not certifiable" test whose every stop is proven (the defaults are bounds.DEFAULT_SCHEME).
+PROOF_DOUBLING = {"spending": "equal", "futility": "proof", "growth": 2.0}
+
+
 def tolerance(trials: int, alpha: float) -> int:
     """Largest failure count a procedure with failure probability <= alpha passes (one-sided, LEVEL)."""
     return int(stats.binom.ppf(1 - LEVEL, trials, alpha))
@@ -41,14 +46,14 @@ def tolerance(trials: int, alpha: float) -> int:
 
 
 def test_look_sizes_pinned():
-    assert bounds.look_sizes(64, 1000) == (64, 128, 256, 512, 1000)
-    assert bounds.look_sizes(16, 128) == (16, 32, 64, 128)
-    assert bounds.look_sizes(3, 7) == (3, 6, 7)
+    assert bounds.look_sizes(64, 1000, 2) == (64, 128, 256, 512, 1000)
+    assert bounds.look_sizes(16, 128, 2) == (16, 32, 64, 128)
+    assert bounds.look_sizes(3, 7, 2) == (3, 6, 7)
     assert bounds.look_sizes(5, 5) == (5,)
     # growth g: the distinct ceil(n0 g^j) below n_max (ceil(62.5) = 63; 1.5 and 2.25 round up to 2 and 3)
     assert bounds.look_sizes(32, 100, 1.25) == (32, 40, 50, 63, 79, 98, 100)
     assert bounds.look_sizes(1, 6, 1.5) == (1, 2, 3, 4, 6)
-    assert bounds.look_sizes(64, 1000, 2.0) == bounds.look_sizes(64, 1000)
+    assert bounds.look_sizes(32, 1000) == bounds.look_sizes(32, 1000, 1.25)  # the default growth
     assert len(bounds.look_sizes(32, 1000, 1.25)) == 17
 
 
@@ -106,7 +111,7 @@ def test_inner_ranks_mirror_and_lie_inside_the_certificate():
 
 def test_sequential_looks_pinned_default_setting():
     """n0 64, n_max 1000, sigma 0.12, eps 0.05, alpha 0.001, equal spending: the README's looks."""
-    looks = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001)
+    looks = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, **PROOF_DOUBLING)
     assert [(l.n, l.k_lower, l.k_upper, l.k_inner_lower, l.k_inner_upper) for l in looks] == [
         (64, 9, 56, None, None),
         (128, 24, 105, None, None),
@@ -128,7 +133,7 @@ def test_sequential_looks_pinned_default_setting():
 
 def test_futility_test_is_on_exactly_where_it_can_fire():
     for spending in bounds.SPENDING:
-        for look in bounds.sequential_looks(64, 4096, 0.25, 0.1, 0.01, spending):
+        for look in bounds.sequential_looks(64, 4096, 0.25, 0.1, 0.01, spending, "proof", growth=2.0):
             k_lo, k_hi = bounds.inner_ranks(look.n, 0.25, 0.1, bounds.FUTILITY_SHARE * look.alpha)
             can_fire = k_lo is not None and k_hi is not None and k_lo < k_hi
             assert look.has_futility_test == can_fire
@@ -149,9 +154,9 @@ def test_prediction_levels_against_their_binomial_definition():
 
 
 def test_prediction_looks_give_the_certificate_all_of_alpha():
-    looks = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="prediction", futility_error=0.05)
+    looks = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, futility="prediction", futility_error=0.05, spending="equal", growth=2.0)
     a, b = bounds.prediction_levels(1000, 0.12, 0.05, 0.001, 0.025)
-    proof = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001)
+    proof = bounds.sequential_looks(64, 1000, 0.12, 0.05, 0.001, **PROOF_DOUBLING)
     for look, proven in zip(looks, proof):
         assert look.futility == "prediction" and look.alpha_futility == 0.0
         assert look.alpha_certificate == look.alpha == pytest.approx(0.0002)
@@ -325,7 +330,7 @@ def test_futile_rarely_loses_a_fixed_n_certificate():
     y = MU + SCALE * np.random.default_rng(4).standard_normal((trials, n_max))
     h_lo, h_hi = MU + SCALE * stats.norm.ppf(P_LOWER), MU + SCALE * stats.norm.ppf(P_UPPER)
     fixed_look = [bounds.single_look(n_max, sigma, eps, alpha)]
-    looks = bounds.sequential_looks(64, n_max, sigma, eps, alpha, futility="prediction", futility_error=0.2)
+    looks = bounds.sequential_looks(64, n_max, sigma, eps, alpha, futility="prediction", futility_error=0.2, spending="equal", growth=2.0)
     need = bounds.sequential_decisions(y, fixed_look, 0.0)
     median_need = float(np.median(np.maximum(need.median - need.lower, need.upper - need.median)))
     fired, certified = {}, {}
@@ -352,7 +357,7 @@ def test_look_without_ranks_is_never_certified_and_reports_infinite_sides():
 
 
 def test_sequential_decisions_stop_at_the_first_decisive_look():
-    looks = bounds.sequential_looks(16, 128, 1.0, 0.5, 0.1)
+    looks = bounds.sequential_looks(16, 128, 1.0, 0.5, 0.1, **PROOF_DOUBLING)
     rng = np.random.default_rng(0)
     y = rng.standard_normal((3, 128)) * np.array([[1e-3], [100.0], [1.0]])  # tiny, huge, borderline spread
     out = bounds.sequential_decisions(y, looks, delta=0.75)
@@ -416,7 +421,7 @@ def test_coverage_under_optional_stopping(name, spending, futility):
     look failing), which bounds every stopping rule at once; with either inner-rank futility test
     (the power test below: its own stopping rule)."""
     h_lo, h_hi = _truth(name)
-    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, spending, futility)
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, spending, futility, growth=2.0)
     y = _draws(name, seed=1)
     seen: set[str] = set()
     for delta in (0.1, 0.4, 1.2):  # mostly not certifiable / undecided / certified
@@ -461,7 +466,7 @@ def test_each_look_fails_with_its_exact_binomial_probability():
     the mirror on the upper side); a two-sided binomial check at LEVEL per look and side. This
     catches a rank read one place off, which coverage alone might not."""
     h_lo, h_hi = _truth("linear")
-    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA)
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, **PROOF_DOUBLING)
     y = _draws("linear", seed=2)
     for look, outcome in zip(looks, _every_look(y, looks, 0.4)):
         for count, p in [
@@ -476,7 +481,7 @@ def test_repeated_fixed_n_tests_fail_the_same_check():
     """Without alpha spending (alpha at every look), the union over looks fails far more often
     than alpha: the check above would catch a procedure that forgot the schedule."""
     h_lo, h_hi = _truth("linear")
-    naive = [bounds.single_look(n, SIGMA, EPS, ALPHA) for n in bounds.look_sizes(N0, N_MAX)]
+    naive = [bounds.single_look(n, SIGMA, EPS, ALPHA) for n in bounds.look_sizes(N0, N_MAX, 2)]
     y = _draws("linear", seed=1)
     union = np.zeros(TRIALS, dtype=bool)
     for look, outcome in zip(naive, _every_look(y, naive, 0.4)):
@@ -523,7 +528,7 @@ def test_certificate_miss_probability_matches_the_linear_model_and_the_union_bou
     look's lower (upper) bound misses matches the exact probability (two-sided binomial check at
     LEVEL per side); the exact value lies between the largest single look's and the union's."""
     h_lo, h_hi = _truth("linear")
-    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA)
+    looks = bounds.sequential_looks(N0, N_MAX, SIGMA, EPS, ALPHA, **PROOF_DOUBLING)
     outcomes = _every_look(_draws("linear", seed=3), looks, 0.4)
     exact = bounds.certificate_miss_probability(looks, SIGMA, EPS)
     missed = [np.any([o.lower > h_lo for o in outcomes], axis=0), np.any([o.upper < h_hi for o in outcomes], axis=0)]
@@ -568,7 +573,7 @@ def test_certify_sequential_coverage_on_a_linear_model():
     h_lo, h_hi = mu - eps * w_norm, mu + eps * w_norm  # sigma |w| Phi^-1(p_lower) = -eps |w|
     smoothed = SmoothedIQA(model, sigma, alpha=alpha, batch_size=500, clip=False, seed=0)
     for delta in (0.5 * eps * w_norm, 1.6 * eps * w_norm):
-        res = smoothed.certify_sequential(x, eps, delta, n0=N0, n_max=N_MAX)
+        res = smoothed.certify_sequential(x, eps, delta, n0=N0, n_max=N_MAX, **PROOF_DOUBLING)
         futile = torch.tensor([d == bounds.NOT_CERTIFIABLE for d in res.decision])
         fails = (res.lower > h_lo) | (res.upper < h_hi) | (futile & (h_hi - h_lo <= 2 * delta))
         assert int(fails.sum()) <= tolerance(images, alpha)
@@ -584,11 +589,12 @@ def test_live_run_equals_the_replay_of_its_own_draws(futility):
     smoothed = SmoothedIQA(model, 0.25, alpha=0.1, batch_size=16, clip=False, seed=11)
     smoothed.sample(x, 128)
     draws = torch.cat(model.scores).numpy()[None]
-    looks = bounds.sequential_looks(16, 128, 0.25, 0.125, 0.1, futility=futility, futility_error=0.3)
+    looks = bounds.sequential_looks(16, 128, 0.25, 0.125, 0.1, futility=futility, futility_error=0.3, spending="equal", growth=2.0)
     decisions = set()
     for delta in (0.02, 0.06, 0.5):
         replay = bounds.sequential_decisions(draws, looks, delta)
-        res = smoothed.certify_sequential(x, 0.125, delta, n0=16, n_max=128, futility=futility, futility_error=0.3)
+        res = smoothed.certify_sequential(x, 0.125, delta, n0=16, n_max=128, futility=futility, futility_error=0.3, spending="equal",
+                                       growth=2.0)
         decisions |= set(res.decision)
         assert res.futility == futility and res.to_records()[0]["futility"] == (
             "proof" if futility == "proof" else f"{futility} 0.3")
@@ -638,7 +644,7 @@ def test_batched_images_continue_together_and_keep_their_samples():
     x[:, 0] = torch.tensor([0.001, 0.3, 1.0], dtype=torch.float64)[:, None, None]
     model = Recorder(SpreadByImage()).train()
     smoothed = SmoothedIQA(model, 0.2, alpha=0.01, batch_size=24, clip=False, seed=0)
-    res = smoothed.certify_sequential(x, 0.1, 0.2, n0=32, n_max=512)
+    res = smoothed.certify_sequential(x, 0.1, 0.2, n0=32, n_max=512, **PROOF_DOUBLING)
     assert res.decision == ("certified", "undecided", "not certifiable")
     n_used = res.n_used.tolist()
     assert n_used[0] == 32 and n_used[1] == 512 and 32 < n_used[2] < 512
@@ -649,14 +655,14 @@ def test_batched_images_continue_together_and_keep_their_samples():
     # image still open, image after image in input order
     scores = torch.cat(model.scores).tolist()
     per_image: list[list[float]] = [[], [], []]
-    sizes = (0,) + bounds.look_sizes(32, 512)
+    sizes = (0,) + bounds.look_sizes(32, 512, 2)
     for previous, n in zip(sizes, sizes[1:]):
         for i in range(3):
             if n_used[i] >= n:
                 per_image[i] += scores[: n - previous]
                 scores = scores[n - previous:]
     assert scores == []
-    looks = {look.n: look for look in bounds.sequential_looks(32, 512, 0.2, 0.1, 0.01)}
+    looks = {look.n: look for look in bounds.sequential_looks(32, 512, 0.2, 0.1, 0.01, **PROOF_DOUBLING)}
     for i in range(3):
         ordered = sorted(per_image[i])
         look = looks[n_used[i]]
@@ -673,7 +679,7 @@ def test_decisions_agree_with_fixed_n_on_clear_cases():
     fixed = smoothed.certify(x, 0.125)
     for delta, decision in ((10 * w_norm, "certified"), (0.01 * w_norm, "not certifiable")):
         within = (fixed.lower >= fixed.median - delta) & (fixed.upper <= fixed.median + delta)
-        res = smoothed.certify_sequential(x, 0.125, delta, n0=32)
+        res = smoothed.certify_sequential(x, 0.125, delta, n0=32, **PROOF_DOUBLING)
         assert res.decision == (decision,) * 4
         assert res.certified.tolist() == within.tolist() == [decision == "certified"] * 4
         assert res.n_max == 512 and (res.n_used < 512).all()
@@ -685,7 +691,7 @@ def test_undecided_at_n_max_is_reported_as_such():
     model, x = Linear(), _images(6, seed=8)
     w_norm = float(model.w.detach().norm())
     res = SmoothedIQA(model, 0.25, alpha=0.1, clip=False, seed=2).certify_sequential(
-        x, 0.125, 1.5 * 0.125 * w_norm, n0=16, n_max=64)
+        x, 0.125, 1.5 * 0.125 * w_norm, n0=16, n_max=64, **PROOF_DOUBLING)
     assert res.decision == ("undecided",) * 6
     assert res.n_used.tolist() == [64] * 6 and not res.certified.any()
     records = res.to_records()
@@ -699,7 +705,7 @@ def test_constant_model_certifies_at_the_first_look():
 
     res = SmoothedIQA(constant, 0.12, seed=0).certify_sequential(_images(2), 0.05, 0.0)
     assert res.decision == ("certified", "certified")
-    assert res.n_used.tolist() == [bounds.DEFAULT_N0] * 2 and res.width.tolist() == [0.0, 0.0]
+    assert res.n_used.tolist() == [bounds.DEFAULT_SCHEME.n0] * 2 and res.width.tolist() == [0.0, 0.0]
 
 
 @pytest.mark.cuda
@@ -811,20 +817,51 @@ def test_cli_sequential_writes_decision_and_n_used(small_image, tmp_path, capsys
     assert row["delta"] == "100.0" and row["n"] == "128" and row["n0"] == "32"
     err = capsys.readouterr().err
     assert "mean samples per image and radius 32" in err and "1 image(s) done now" in err  # not "certified"
-    assert main(args + ["--delta", "0", "--eps", "0.1"]) == 0
+    assert main(args + ["--delta", "0", "--eps", "0.1", "--futility", "proof"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] in ("not certifiable", "undecided") and row["certified"] == "False"
-    assert int(row["n_used"]) in bounds.look_sizes(32, 128) and row["futility"] == "proof"
+    assert int(row["n_used"]) in bounds.look_sizes(32, 128, 1.25) and row["futility"] == "proof"
+    assert row["reason"] == bounds.decision_reason(row["decision"], "proof", 0.0)
     assert main(args + ["--delta", "0", "--eps", "0.1", "--futility", "prediction", "--futility-error", "0.2"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] == "futile" and row["futility"] == "prediction 0.2" and row["n_used"] == "32"
-    assert "futility=prediction): 0 certified, 0 not certifiable, 1 futile" in capsys.readouterr().err
-    power = ["--futility", "power", "--growth", "1.25", "--spending", "final"]
+    assert row["reason"] == "futile: n_max samples would not certify (wrong with probability <= 0.2)"
+    err = capsys.readouterr().err
+    assert "futility=prediction 0.2): 0 certified, 0 not certifiable, 1 futile" in err and "no error bound" not in err
+    power = ["--futility", "power", "--growth", "1.5", "--spending", "equal"]
     assert main(args + ["--delta", "0", "--eps", "0.1"] + power) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["decision"] == "futile" and row["futility"] == "power 0.05" and row["n_used"] == "32"
-    assert (row["growth"], row["spending"]) == ("1.25", "final")
-    assert "growth=1.25, spending=final, futility=power): 0 certified" in capsys.readouterr().err
+    assert (row["growth"], row["spending"]) == ("1.5", "equal")
+    assert row["reason"].startswith("futile:") and row["reason"].endswith("(no error bound)")
+    err = capsys.readouterr().err
+    assert "growth=1.5, spending=equal, futility=power 0.05): 0 certified" in err
+    assert "'futile' is an estimate with no error bound" in err
+
+
+def test_cli_delta_alone_runs_the_default_scheme(small_image, tmp_path, capsys):
+    """--delta D alone: n0 32, growth 1.25, final spending, power futility 0.05 (bounds.DEFAULT_SCHEME,
+    pinned here), and the summary's n is n_max; --futility proof is the scheme with proven stops."""
+    assert bounds.DEFAULT_SCHEME == bounds.SequentialScheme(32, 1.25, "final", "power", 0.05)
+    out = tmp_path / "r.csv"
+    args = ["certify", str(small_image), "--n-max", "200", "--alpha", "0.1", "--seed", "0", "--quiet",
+            "--out", str(out), "--device", "cpu", "--delta", "5"]
+    assert main(args) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert (row["n0"], row["growth"], row["spending"], row["futility"], row["n"]) == (
+        "32", "1.25", "final", "power 0.05", "200")
+    assert int(row["n_used"]) in bounds.look_sizes(32, 200, 1.25)
+    err = capsys.readouterr().err
+    assert "n_max=200, alpha=0.1" in err and "n=1000" not in err
+    assert "n0=32, n_max=200, growth=1.25, spending=final, futility=power 0.05)" in err
+    assert main(args + ["--futility", "proof"]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert (row["n0"], row["growth"], row["spending"], row["futility"]) == ("32", "1.25", "final", "proof")
+    assert row["decision"] in ("certified", "not certifiable", "undecided")
+    assert "no error bound" not in capsys.readouterr().err
+    assert main(args + ["--futility-error", "0.02"]) == 0  # the default test takes its threshold
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["futility"] == "power 0.02"
 
 
 @pytest.mark.parametrize(
@@ -836,7 +873,8 @@ def test_cli_sequential_writes_decision_and_n_used(small_image, tmp_path, capsys
         (["--spending", "final"], "need --delta"),
         (["--delta", "1", "--growth", "1"], "growth .* must be a finite number > 1, got 1.0"),
         (["--futility", "prediction"], "need --delta"),
-        (["--delta", "1", "--futility-error", "0.1"], "--futility-error needs --futility prediction or power"),
+        (["--delta", "1", "--futility", "proof", "--futility-error", "0.1"],
+         "--futility-error needs --futility prediction or power"),
         (["--delta", "1", "--futility", "prediction", "--futility-error", "1.5"], "futility_error must lie strictly between 0 and 1"),
         (["--delta", "-1"], "--delta must be a finite number >= 0, got -1.0"),
         (["--delta", "1", "--n0", "4"], "n0=4 samples cannot certify"),
@@ -865,8 +903,8 @@ def test_cli_sequential_resume_refuses_another_futility_test_or_schedule(small_i
     assert main(args) == 0
     with pytest.raises(SystemExit, match="futility") as refused:
         main(args + ["--futility", "prediction", "--resume"])
-    assert "prediction 0.05" in str(refused.value) and "proof" in str(refused.value)
+    assert "prediction 0.05" in str(refused.value) and "power 0.05" in str(refused.value)
     assert main(args + ["--resume"]) == 0  # the same settings resume
-    for other in (["--growth", "1.5"], ["--spending", "final"]):
+    for other in (["--growth", "1.5"], ["--spending", "equal"]):
         with pytest.raises(SystemExit, match="growth|spending"):
             main(args + other + ["--resume"])
