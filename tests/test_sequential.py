@@ -854,12 +854,12 @@ def test_cli_delta_alone_runs_the_default_scheme(small_image, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "n_max=200, alpha=0.1" in err and "n=1000" not in err
     assert "n0=32, n_max=200, growth=1.25, spending=final, futility=power 0.05)" in err
-    assert main(args + ["--futility", "proof"]) == 0
+    assert main(args + ["--futility", "proof", "--overwrite"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert (row["n0"], row["growth"], row["spending"], row["futility"]) == ("32", "1.25", "final", "proof")
     assert row["decision"] in ("certified", "not certifiable", "undecided")
     assert "no error bound" not in capsys.readouterr().err
-    assert main(args + ["--futility-error", "0.02"]) == 0  # the default test takes its threshold
+    assert main(args + ["--futility-error", "0.02", "--overwrite"]) == 0  # the default test takes its threshold
     (row,) = list(csv.DictReader(out.open()))
     assert row["futility"] == "power 0.02"
 
