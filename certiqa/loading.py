@@ -31,7 +31,7 @@ import pickle
 import pickletools
 import re
 import zipfile
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -220,14 +220,20 @@ def _check_expression(path: str, text: Any, allowed: set[str]) -> None:
                     and all(k.arg is not None and plain(k.value) for k in node.keywords))
         return False
 
+    _refuse_unless(path, text, plain, "shape expression", "is not a plain sympy expression; certiqa does not evaluate "
+                   "it (sympy.sympify runs Python)")
+
+
+def _refuse_unless(path: str, text: Any, plain: Callable[[ast.AST], bool], what: str, why: str) -> None:
+    """Raise a one-line ValueError naming ``what`` unless ``text`` parses as a Python expression
+    that ``plain`` accepts; nothing is evaluated."""
     try:
         ok = isinstance(text, str) and plain(ast.parse(text, mode="eval"))
     except SyntaxError:
         ok = False
     if not ok:
         shown = text if len(str(text)) <= 80 else f"{str(text)[:77]}..."
-        raise ValueError(f"{path!r}: the exported program holds the shape expression {shown!r}, which is not a plain "
-                         "sympy expression; certiqa does not evaluate it (sympy.sympify runs Python).")
+        raise ValueError(f"{path!r}: the exported program holds the {what} {shown!r}, which {why}.")
 
 
 _GUARD_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Not,
@@ -266,14 +272,8 @@ def _plain_guard(node: ast.AST) -> bool:
 def _check_guard(path: str, text: Any) -> None:
     """Guard code is Python source that torch compiles into the loaded module: it must be
     arithmetic and comparisons on the input's sizes only."""
-    try:
-        ok = isinstance(text, str) and _plain_guard(ast.parse(text, mode="eval"))
-    except SyntaxError:
-        ok = False
-    if not ok:
-        shown = text if len(str(text)) <= 80 else f"{str(text)[:77]}..."
-        raise ValueError(f"{path!r}: the exported program holds the input guard {shown!r}, which is not arithmetic "
-                         "on input sizes; certiqa does not run it (torch compiles guards as Python).")
+    _refuse_unless(path, text, _plain_guard, "input guard", "is not arithmetic on input sizes; certiqa does not run "
+                   "it (torch compiles guards as Python)")
 
 
 def _walk(value: Any) -> Any:
